@@ -1,0 +1,46 @@
+"""The example app: a chat page with streamed replies and a live ticker channel.
+
+Run it with ``gunicorn -c example_app/gunicorn.conf.py "example_app:create_app()"``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, render_template
+
+from flask_sse_stream import SSE
+
+from .ticker import start_ticker
+
+sse = SSE()
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app; settings come from defaults, then ``FLASK_*`` env vars, then ``config``."""
+    app = Flask(__name__)
+    app.config.from_mapping(
+        CHAT_BACKEND="demo",
+        CHAT_DEMO_DELAY=0.05,
+        OPENAI_BASE_URL=None,
+        OPENAI_API_KEY=None,
+        OPENAI_MODEL="gpt-4o-mini",
+        TICKER_INTERVAL=1.0,
+    )
+    app.config.from_prefixed_env()
+    if config:
+        app.config.update(config)
+    sse.init_app(app)
+
+    @app.get("/")
+    def index() -> str:
+        return render_template("index.html")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"ok": True, "pid": os.getpid(), **sse.stats()}
+
+    if app.config["TICKER_INTERVAL"]:
+        start_ticker(app, sse, float(app.config["TICKER_INTERVAL"]))
+    return app

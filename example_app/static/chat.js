@@ -1,0 +1,336 @@
+// chat.js: the demo page. One reply at a time streams from /chat/stream, either through the
+// browser's EventSource (GET) or through FetchEventSource (POST, see sse-client.js). Both
+// expose the same events, so one Exchange class drives either:
+//   message  {"content": "..."}                      -> append to the reply
+//   close    {"finish_reason": ..., "error"?: ...}   -> the reply is over: close the source
+//   error    readyState CONNECTING: reconnecting (it resumes with Last-Event-ID)
+//            readyState CLOSED: failed for good (HTTP error, or 204 "nothing more")
+// Everything the model or the user wrote is put on the page with textContent / Text nodes,
+// never parsed as HTML.
+
+import { FetchEventSource } from "./sse-client.js";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  form: $("chat-form"),
+  message: $("message"),
+  send: $("send"),
+  stop: $("stop"),
+  status: $("status"),
+  error: $("error"),
+  transcript: $("transcript"),
+  placeholder: $("placeholder"),
+};
+const CHAT_URL = new URL(document.body.dataset.chatUrl, document.baseURI);
+const TICKER_URL = new URL(document.body.dataset.tickerUrl, document.baseURI);
+const MODE_LABEL = { get: "GET · EventSource", post: "POST · fetch()" };
+
+function setStatus(state, text) {
+  ui.status.dataset.state = state;
+  ui.status.textContent = text;
+}
+
+function showError(message) {
+  ui.error.textContent = message;
+  ui.error.hidden = !message;
+}
+
+/** Split an event id "<stream_id>:<seq>" (the stream id itself may contain ":"). */
+function parseId(id) {
+  const colon = id.lastIndexOf(":");
+  if (colon < 0) return { streamId: "", seq: NaN };
+  return { streamId: id.slice(0, colon), seq: Number(id.slice(colon + 1)) };
+}
+
+function parseJSON(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+function element(tag, className, text) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+/** Keep the newest text in view, unless the reader scrolled up. */
+function followScroll(wasAtBottom) {
+  if (wasAtBottom) ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+function atBottom() {
+  const t = ui.transcript;
+  return t.scrollHeight - t.scrollTop - t.clientHeight < 40;
+}
+
+/** One user message and its streamed reply. */
+class Exchange {
+  constructor(text, mode) {
+    this.mode = mode;
+    this.streamId = "";
+    this.lastSeq = 0;
+    this.stats = { events: 0, duplicates: 0, gaps: 0, reconnects: 0 };
+    this.opened = false;
+    this.dropped = false;
+    this.done = false;
+    this.render(text);
+    this.source = this.open(text);
+    this.listen();
+    setStatus("connecting", `connecting (${MODE_LABEL[mode]})…`);
+  }
+
+  render(text) {
+    const wasAtBottom = atBottom();
+    ui.placeholder?.remove();
+    // Only the reply being written has id="reply".
+    document.getElementById("reply")?.removeAttribute("id");
+
+    const user = element("li", "turn user");
+    user.append(element("p", "bubble", text));
+
+    const assistant = element("li", "turn assistant");
+    assistant.dataset.mode = this.mode;
+    const meta = element("p", "meta");
+    meta.append(element("span", `badge badge-${this.mode}`, MODE_LABEL[this.mode]));
+    this.info = element("span", "info", "");
+    meta.append(this.info);
+
+    this.reply = element("p", "bubble reply");
+    this.reply.id = "reply";
+    this.reply.setAttribute("aria-busy", "true");
+    this.text = document.createTextNode("");
+    this.reply.append(this.text);
+    this.reply.dataset.state = "streaming";
+    assistant.append(meta, this.reply);
+
+    ui.transcript.append(user, assistant);
+    followScroll(wasAtBottom);
+  }
+
+  open(text) {
+    if (this.mode === "get") {
+      const url = new URL(CHAT_URL);
+      url.searchParams.set("message", text);
+      this.url = url;
+      return new EventSource(url);
+    }
+    return new FetchEventSource(CHAT_URL, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ message: text }),
+    });
+  }
+
+  listen() {
+    const s = this.source;
+    s.addEventListener("open", () => this.onOpen());
+    s.addEventListener("message", (e) => this.onPiece(e));
+    s.addEventListener("close", (e) => this.onClose(e));
+    s.addEventListener("error", (e) => this.onError(e));
+  }
+
+  /** Track ids: ignore anything already shown (a replay overlap) and count gaps. */
+  accept(e) {
+    const { streamId, seq } = parseId(e.lastEventId || "");
+    if (!Number.isFinite(seq)) return true; // no usable id: nothing to check
+    if (this.streamId && streamId !== this.streamId) return false; // another generation
+    this.streamId = streamId;
+    if (seq <= this.lastSeq) {
+      this.stats.duplicates += 1;
+      return false;
+    }
+    if (seq !== this.lastSeq + 1) this.stats.gaps += 1;
+    this.lastSeq = seq;
+    this.stats.events += 1;
+    return true;
+  }
+
+  onOpen() {
+    if (this.dropped) this.stats.reconnects += 1;
+    this.opened = true;
+    this.dropped = false;
+    setStatus("open", `streaming (${MODE_LABEL[this.mode]})`);
+    this.update();
+  }
+
+  onPiece(e) {
+    if (this.done || !this.accept(e)) return this.update();
+    const piece = parseJSON(e.data)?.content;
+    if (typeof piece === "string") {
+      const wasAtBottom = atBottom();
+      this.text.appendData(piece); // a Text node: never parsed as HTML
+      followScroll(wasAtBottom);
+    }
+    this.update();
+  }
+
+  onClose(e) {
+    if (this.done) return;
+    this.accept(e);
+    const info = parseJSON(e.data) || {};
+    this.source.close(); // otherwise EventSource would reconnect and get a 204
+    this.reply.dataset.finishReason = info.finish_reason || "";
+    if (info.finish_reason === "error") {
+      this.finish("error", "error");
+      showError(info.error || "The reply failed.");
+    } else if (info.finish_reason === "cancelled") {
+      this.finish("stopped", "stopped (cancelled on the server)");
+    } else {
+      this.finish("done", "done");
+    }
+  }
+
+  onError(e) {
+    if (this.done) return;
+    if (this.source.readyState !== EventSource.CLOSED) {
+      // The connection broke: both sources retry on their own, with Last-Event-ID.
+      this.dropped = true;
+      const from = this.lastSeq ? ` after ${this.streamId}:${this.lastSeq}` : "";
+      setStatus("reconnecting", `connection lost, reconnecting to resume${from}…`);
+      return;
+    }
+    const detail = e.detail || {};
+    if (detail.status >= 400) {
+      this.fail(detail.message); // FetchEventSource read the JSON error body
+    } else if (detail.status === 204 || this.opened) {
+      // 204 on a resume: the server has nothing more for this stream (it ended or expired).
+      this.finish("ended", "ended: the server has nothing more for this stream");
+    } else {
+      this.explainRefusal(); // EventSource cannot read an error response: ask again
+    }
+  }
+
+  /** EventSource failed before it opened: fetch the same URL to read the JSON error. */
+  async explainRefusal() {
+    const controller = new AbortController();
+    let message = "The server refused the stream.";
+    try {
+      const response = await fetch(this.url, {
+        headers: { Accept: "text/event-stream" },
+        signal: controller.signal,
+      });
+      if (!response.ok) {
+        message = parseJSON(await response.text())?.error || `${response.status} ${response.statusText}`;
+      }
+    } catch {
+      message = "Cannot reach the server.";
+    } finally {
+      controller.abort(); // if it streams this time, do not keep it open
+    }
+    this.fail(message);
+  }
+
+  fail(message) {
+    this.finish("error", "error");
+    showError(message || "Request failed.");
+  }
+
+  /** Stop button: stop reading at once and tell the server to stop generating. */
+  stop() {
+    if (this.done) return;
+    this.source.close();
+    this.finish("stopped", "stopped");
+    if (!this.streamId) return; // nothing arrived yet: the server drops it on disconnect
+    const url = new URL(`${CHAT_URL.pathname}/${encodeURIComponent(this.streamId)}`, CHAT_URL);
+    fetch(url, { method: "DELETE" })
+      .then((response) => (this.reply.dataset.deleteStatus = String(response.status)))
+      .catch(() => (this.reply.dataset.deleteStatus = "network-error"));
+  }
+
+  finish(state, text) {
+    this.done = true;
+    this.reply.dataset.state = state;
+    this.reply.removeAttribute("aria-busy");
+    setStatus(state, text);
+    this.update();
+    current = null;
+    ui.send.disabled = false;
+    ui.stop.disabled = true;
+  }
+
+  /** Show and expose (data-*) what happened on the wire. */
+  update() {
+    const { events, duplicates, gaps, reconnects } = this.stats;
+    Object.assign(this.reply.dataset, {
+      streamId: this.streamId,
+      lastSeq: String(this.lastSeq),
+      events: String(events),
+      duplicates: String(duplicates),
+      gaps: String(gaps),
+      reconnects: String(reconnects),
+    });
+    const parts = [`${events} events`];
+    if (this.streamId) parts.push(`last id ${this.streamId}:${this.lastSeq}`);
+    if (reconnects) parts.push(`resumed ${reconnects}×`);
+    if (duplicates) parts.push(`${duplicates} duplicates ignored`);
+    if (gaps) parts.push(`${gaps} gaps`);
+    this.info.textContent = parts.join(" · ");
+  }
+}
+
+let current = null;
+
+function send() {
+  const text = ui.message.value.trim();
+  if (!text || current) return;
+  showError("");
+  const mode = document.querySelector('input[name="mode"]:checked')?.value || "get";
+  ui.message.value = "";
+  ui.send.disabled = true;
+  ui.stop.disabled = false;
+  current = new Exchange(text, mode);
+}
+
+ui.form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  send();
+});
+
+ui.message.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    send();
+  }
+});
+
+ui.stop.addEventListener("click", () => current?.stop());
+
+// --- Live ticker: a channel the server publishes to with sse.publish() -----------------
+
+function startTicker() {
+  const box = $("ticker");
+  const status = $("ticker-status");
+  const source = new EventSource(TICKER_URL);
+  const set = (state, text) => {
+    box.dataset.state = state;
+    status.textContent = text;
+  };
+  source.addEventListener("open", () => set("live", "live"));
+  source.addEventListener("message", (e) => {
+    const data = parseJSON(e.data) || {};
+    const time = new Date(data.time);
+    $("ticker-tick").textContent = String(data.tick ?? "–");
+    $("ticker-time").textContent = Number.isNaN(time.getTime())
+      ? String(data.time ?? "–")
+      : time.toLocaleTimeString();
+    $("ticker-streams").textContent = String(data.open_streams ?? "–");
+    box.dataset.lastId = e.lastEventId;
+    set("live", "live");
+    box.classList.remove("pulse");
+    void box.offsetWidth; // restart the CSS animation
+    box.classList.add("pulse");
+  });
+  // After a reconnect the server says whether it could replay everything we missed.
+  source.addEventListener("reset", () => set("live", "live (resynced: some ticks were missed)"));
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) set("offline", "offline");
+    else set("reconnecting", "reconnecting…");
+  });
+}
+
+startTicker();
+ui.message.focus();

@@ -1,0 +1,88 @@
+"""What a broker does: publish to a channel, fan it out, replay from ``Last-Event-ID``."""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from ..event import Event
+from ..mailbox import CloseReason, Mailbox
+
+__all__ = ["Broker", "BrokerError", "Subscription", "reset_event", "valid_channel"]
+
+_CHANNEL = re.compile(r"[A-Za-z0-9_\-.:]{1,128}")
+
+
+def valid_channel(name: str) -> bool:
+    """1 to 128 characters from ``A-Z a-z 0-9 _ - . :``."""
+    return _CHANNEL.fullmatch(name) is not None
+
+
+class BrokerError(RuntimeError):
+    """The broker cannot be reached or refused the operation (e.g. Redis is down)."""
+
+
+def reset_event(last_event_id: str, why: str) -> bytes:
+    """``event: reset``: the client's position is gone, so it missed events."""
+    data = json.dumps({"reason": why, "last_event_id": last_event_id[:256]})
+    return Event(data, event="reset").encode()
+
+
+class Subscription:
+    """One stream's place in a channel. ``prelude`` holds what it must send before live
+    events (a reset, then the replayed history), already encoded."""
+
+    __slots__ = ("_unsubscribe", "channel", "mailbox", "prelude")
+
+    def __init__(
+        self,
+        channel: str,
+        mailbox: Mailbox,
+        unsubscribe: Callable[[Subscription], None],
+        prelude: bytes = b"",
+    ) -> None:
+        self.channel = channel
+        self.mailbox = mailbox
+        self.prelude = prelude
+        self._unsubscribe = unsubscribe
+
+    def deliver(self, chunk: bytes) -> None:
+        """Hand one encoded event over; a subscriber whose queue is full is cut off (it can
+        reconnect and replay) instead of growing memory without bound."""
+        if not self.mailbox.offer(chunk):
+            self.mailbox.close(CloseReason.OVERFLOW)
+
+    def close(self) -> None:
+        self._unsubscribe(self)
+
+
+class Broker(ABC):
+    """A channel pub/sub with bounded per-channel history.
+
+    Implementations encode each event once and hand the same bytes to every local
+    subscriber.
+    """
+
+    @abstractmethod
+    def publish(
+        self, channel: str, data: Any, event: str | None = None, retry: int | None = None
+    ) -> str:
+        """Send to every subscriber of ``channel`` everywhere; returns the event's id."""
+
+    @abstractmethod
+    def subscribe(
+        self, channel: str, mailbox: Mailbox, last_event_id: str | None = None
+    ) -> Subscription:
+        """Register ``mailbox`` for live events of ``channel``; the returned subscription's
+        prelude holds the events after ``last_event_id`` (or a reset). Nothing published
+        after the replay's end is missed or doubled."""
+
+    @abstractmethod
+    def subscriber_counts(self) -> dict[str, int]:
+        """Local subscribers per channel in this process."""
+
+    def close(self) -> None:
+        """Release connections and background readers."""

@@ -1,0 +1,169 @@
+"""The ``SSE`` Flask extension: config, the broker, ``publish``, the channel route, stats."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+
+from .brokers import Broker, BrokerError, create_broker, valid_channel
+from .concurrency import current as current_concurrency
+from .mailbox import CloseReason, Mailbox
+from .registry import StreamRegistry
+from .response import (
+    DEFAULTS,
+    StreamSettings,
+    last_event_id,
+    registry_for,
+    stream_response,
+    too_many_streams,
+)
+
+__all__ = ["SSE"]
+
+EXTENSION_KEY = "sse"
+Authorize = Callable[[str], bool]
+
+
+@dataclass
+class SSEState:
+    """What ``SSE`` keeps per app, in ``app.extensions["sse"]``."""
+
+    broker: Broker
+    registry: StreamRegistry
+    authorize: Authorize | None
+    subscriber_queue: int
+
+
+def json_error(message: str, status: int, **headers: str) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
+def _check_config(config: dict[str, Any]) -> None:
+    def non_negative(key: str, allow_none: bool = True) -> None:
+        value = config[key]
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"{key} must be a non-negative number, not {value!r}")
+
+    for key in ("SSE_HEARTBEAT_INTERVAL", "SSE_RETRY_MS", "SSE_MAX_STREAMS",
+                "SSE_MAX_STREAM_SECONDS"):
+        non_negative(key)
+    for key in ("SSE_HISTORY_SIZE", "SSE_SUBSCRIBER_QUEUE", "SSE_SHUTDOWN_RETRY_MS"):
+        non_negative(key, allow_none=False)
+    if config["SSE_SUBSCRIBER_QUEUE"] < 1:
+        raise ValueError("SSE_SUBSCRIBER_QUEUE must be at least 1")
+    prefix = config["SSE_URL_PREFIX"]
+    if prefix is not None and not (isinstance(prefix, str) and prefix.startswith("/")):
+        raise ValueError(f"SSE_URL_PREFIX must start with '/', not {prefix!r}")
+
+
+def _coerce(config: dict[str, Any]) -> None:
+    """Config read from FLASK_* environment variables arrives as strings or JSON values."""
+    for key in ("SSE_HISTORY_SIZE", "SSE_SUBSCRIBER_QUEUE", "SSE_RETRY_MS", "SSE_MAX_STREAMS",
+                "SSE_SHUTDOWN_RETRY_MS"):
+        if isinstance(config.get(key), str) and config[key].strip().isdigit():
+            config[key] = int(config[key])
+    for key in ("SSE_HEARTBEAT_INTERVAL", "SSE_MAX_STREAM_SECONDS"):
+        if isinstance(config.get(key), str):
+            try:
+                config[key] = float(config[key])
+            except ValueError:
+                pass  # _check_config reports it
+
+
+class SSE:
+    """Server-Sent Events for a Flask app: ``SSE(app)`` or ``sse = SSE(); sse.init_app(app)``.
+
+    One instance can serve several apps; each app's state (its broker, its open streams)
+    lives in ``app.extensions["sse"]``. ``authorize(channel) -> bool`` is called in the
+    request context before a client subscribes to (or replays) a channel.
+    """
+
+    def __init__(self, app: Flask | None = None, *, authorize: Authorize | None = None) -> None:
+        self.authorize = authorize
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        _coerce(app.config)
+        _check_config(app.config)
+        broker = create_broker(
+            app.config["SSE_BROKER_URL"], history_size=int(app.config["SSE_HISTORY_SIZE"])
+        )
+        app.extensions[EXTENSION_KEY] = SSEState(
+            broker=broker,
+            registry=registry_for(app),
+            authorize=self.authorize,
+            subscriber_queue=int(app.config["SSE_SUBSCRIBER_QUEUE"]),
+        )
+        prefix = app.config["SSE_URL_PREFIX"]
+        if prefix:
+            app.add_url_rule(prefix, endpoint="sse.channel", view_func=channel_view)
+
+    @staticmethod
+    def _state() -> SSEState:
+        try:
+            return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+        except KeyError:
+            raise RuntimeError("SSE is not set up on this app: call SSE(app) first") from None
+
+    def publish(
+        self, data: Any, channel: str = "sse", event: str | None = None, retry: int | None = None
+    ) -> str:
+        """Send ``data`` to every subscriber of ``channel`` (in every worker and host that
+        shares the broker); returns the id given to the event. Needs an app context.
+        Raises ``ValueError`` for a bad channel or field and ``BrokerError`` if the broker
+        is unreachable."""
+        if not valid_channel(channel):
+            raise ValueError(f"invalid channel name {channel!r}")
+        return self._state().broker.publish(channel, data, event=event, retry=retry)
+
+    def stats(self) -> dict[str, Any]:
+        """Open streams (all SSE responses of this app in this process) and local
+        subscribers per channel."""
+        state = self._state()
+        return {
+            "open_streams": len(state.registry),
+            "subscribers": state.broker.subscriber_counts(),
+        }
+
+
+def channel_view() -> Response:
+    """``GET {SSE_URL_PREFIX}?channel=NAME``: replay after Last-Event-ID, then live."""
+    state: SSEState = current_app.extensions[EXTENSION_KEY]
+    channel = request.args.get("channel", "sse")
+    if not valid_channel(channel):
+        return json_error(
+            "invalid channel: 1 to 128 characters from A-Z a-z 0-9 _ - . :", 400
+        )
+    if state.authorize is not None and not state.authorize(channel):
+        return json_error("not allowed to subscribe to this channel", 403)
+    refusal = too_many_streams()
+    if refusal is not None:
+        return refusal
+    concurrency = current_concurrency()
+    mailbox = Mailbox(concurrency, state.subscriber_queue)
+    try:
+        subscription = state.broker.subscribe(channel, mailbox, last_event_id())
+    except BrokerError as exc:
+        # A 503 would make EventSource give up for good; a stream that ends at once with a
+        # retry: hint makes it come back (and replay) once the broker is back.
+        current_app.logger.warning("SSE subscribe to %r failed: %s", channel, exc)
+        mailbox.close(CloseReason.BROKER_LOST)
+        return stream_response(mailbox, StreamSettings(), concurrency=concurrency)
+    return stream_response(
+        mailbox,
+        StreamSettings(),
+        prelude=subscription.prelude,
+        on_close=(subscription.close,),
+        concurrency=concurrency,
+    )

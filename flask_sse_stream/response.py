@@ -1,0 +1,358 @@
+"""Turn a source of events into a flushed ``text/event-stream`` response.
+
+The response body (:class:`StreamBody`) is the WSGI iterable. It yields one chunk per
+wake-up: everything queued in its :class:`~.mailbox.Mailbox` joined into one write, or a
+heartbeat comment when nothing came for ``heartbeat`` seconds. What fills the mailbox runs
+apart from the writer (for ``@sse_stream`` views, the view's generator in its own greenlet
+or thread), so heartbeats flow while the producer is blocked, e.g. waiting for a model's
+first token, and a client that leaves can be noticed and the producer stopped at once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import random
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar, overload
+
+from flask import Response, current_app, jsonify, request
+from flask.globals import request_ctx
+
+from . import concurrency as _concurrency
+from .event import encode_comment, encode_retry, to_bytes
+from .mailbox import END, CloseReason, Mailbox
+from .registry import StreamRegistry
+
+__all__ = ["StreamBody", "StreamSettings", "last_event_id", "sse_stream", "stream_response"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HEARTBEAT = encode_comment("ping")
+OPENING = encode_comment("ok")
+GENERATOR_QUEUE = 32  # chunks a generator may run ahead of a slow client
+STOP_TIMEOUT = 5.0  # seconds to wait for a generator's finally: when its client left
+REGISTRY_KEY = "flask_sse_stream.streams"
+
+DEFAULTS: dict[str, Any] = {
+    "SSE_HEARTBEAT_INTERVAL": 15.0,
+    "SSE_RETRY_MS": None,
+    "SSE_BROKER_URL": "memory://",
+    "SSE_HISTORY_SIZE": 1000,
+    "SSE_URL_PREFIX": "/stream",
+    "SSE_SUBSCRIBER_QUEUE": 256,
+    "SSE_MAX_STREAMS": None,
+    "SSE_MAX_STREAM_SECONDS": None,
+    "SSE_SHUTDOWN_RETRY_MS": 1000,
+}
+
+_UNSET: Any = object()
+
+
+def last_event_id() -> str | None:
+    """The client's ``Last-Event-ID`` for this request (header first, then the
+    ``lastEventId`` query parameter, for clients that cannot set headers), or None."""
+    value = request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
+    return value or None
+
+
+def registry_for(app: Any) -> StreamRegistry:
+    """The open-stream registry of ``app`` (made on first use if ``SSE`` was not set up)."""
+    registry = app.extensions.get(REGISTRY_KEY)
+    if registry is None:
+        registry = app.extensions[REGISTRY_KEY] = StreamRegistry()
+    return registry  # type: ignore[no-any-return]
+
+
+class StreamSettings:
+    """Per-response settings, resolved from arguments and the app's config once."""
+
+    __slots__ = ("headers", "heartbeat", "max_seconds", "retry", "shutdown_retry")
+
+    def __init__(
+        self,
+        heartbeat: float | None = _UNSET,
+        retry: int | None = _UNSET,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        config = current_app.config
+
+        def conf(key: str) -> Any:
+            return config.get(key, DEFAULTS[key])
+
+        beat = conf("SSE_HEARTBEAT_INTERVAL") if heartbeat is _UNSET else heartbeat
+        self.heartbeat: float | None = float(beat) if beat else None
+        self.retry: int | None = conf("SSE_RETRY_MS") if retry is _UNSET else retry
+        self.headers = headers or {}
+        max_seconds = conf("SSE_MAX_STREAM_SECONDS")
+        self.max_seconds: float | None = float(max_seconds) if max_seconds else None
+        self.shutdown_retry: int = int(conf("SSE_SHUTDOWN_RETRY_MS"))
+
+
+def too_many_streams() -> Response | None:
+    """A 503 (with ``Retry-After``) if this process already holds ``SSE_MAX_STREAMS``."""
+    limit = current_app.config.get("SSE_MAX_STREAMS")
+    if limit is None or len(registry_for(current_app)) < int(limit):
+        return None
+    response = jsonify(error="too many open streams on this server, retry later")
+    response.status_code = 503
+    response.headers["Retry-After"] = str(random.randint(1, 5))
+    return response
+
+
+def _client_socket(environ: dict[str, Any]) -> Any:
+    for key in ("gunicorn.socket", "gunicorn.sock", "werkzeug.socket"):
+        sock = environ.get(key)
+        if sock is not None:
+            return sock
+    # gevent.pywsgi keeps the socket behind wsgi.input's file object
+    rfile = getattr(environ.get("wsgi.input"), "rfile", None)
+    return getattr(getattr(rfile, "raw", None), "_sock", None)
+
+
+def _tune_socket(sock: Any, heartbeat: float | None) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            # A dead peer (no FIN, no RST) is evicted once writes stay unacknowledged.
+            timeout_ms = int(max(30.0, 2 * (heartbeat or 15.0)) * 1000)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, timeout_ms)
+    except (OSError, AttributeError):
+        pass  # not a TCP socket (unix socket, test client): nothing to tune
+
+
+class StreamBody:
+    """The WSGI iterable of one open stream."""
+
+    __slots__ = (
+        "__weakref__",
+        "_cancel_watch",
+        "_closed",
+        "_deadline",
+        "_finished",
+        "_on_close",
+        "_pending",
+        "_poll_sock",
+        "_registry",
+        "_settings",
+        "mailbox",
+    )
+
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        settings: StreamSettings,
+        registry: StreamRegistry,
+        *,
+        prelude: bytes = b"",
+        on_close: Iterable[Callable[[], None]] = (),
+        sock: Any = None,
+        concurrency: _concurrency.Concurrency | None = None,
+    ) -> None:
+        self.mailbox = mailbox
+        self._settings = settings
+        self._registry = registry
+        self._on_close = list(on_close)
+        opening = encode_retry(settings.retry) if settings.retry is not None else OPENING
+        self._pending: bytes | None = opening + prelude
+        self._finished = False
+        self._closed = False
+        self._deadline: float | None = None
+        if settings.max_seconds:
+            # jitter spreads the reconnects of streams that were opened together
+            self._deadline = time.monotonic() + settings.max_seconds * random.uniform(0.85, 1.0)
+        self._cancel_watch: Callable[[], None] | None = None
+        self._poll_sock: Any = None
+        if sock is not None:
+            _tune_socket(sock, settings.heartbeat)
+            conc = concurrency or _concurrency.current()
+            self._cancel_watch = conc.watch_eof(sock, self._peer_left)
+            if self._cancel_watch is None:
+                self._poll_sock = sock  # no event loop to watch it: check at each heartbeat
+        registry.add(self)
+
+    def _peer_left(self) -> None:
+        self.mailbox.close(CloseReason.DISCONNECTED)
+
+    def shut(self, reason: CloseReason) -> None:
+        """End the stream from outside (shutdown, lifetime, overflow)."""
+        self.mailbox.close(reason)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._pending is not None:
+            chunk, self._pending = self._pending, None
+            return chunk
+        mailbox = self.mailbox
+        heartbeat = self._settings.heartbeat
+        while not self._finished:
+            if mailbox.reason is not None:
+                return self._finish(mailbox.reason, mailbox.drain())
+            timeout = heartbeat
+            if self._deadline is not None:
+                remaining = self._deadline - time.monotonic()
+                if remaining <= 0:
+                    return self._finish(CloseReason.EXPIRED, mailbox.drain())
+                timeout = remaining if timeout is None else min(timeout, remaining)
+            chunks = mailbox.take(timeout)
+            if chunks is None:
+                if self._poll_sock is not None and _concurrency.peer_closed(self._poll_sock):
+                    return self._finish(CloseReason.DISCONNECTED, [])
+                if heartbeat is not None:
+                    return HEARTBEAT
+                continue
+            if chunks[-1] is END:
+                chunks.pop()
+                return self._finish(mailbox.reason or CloseReason.FINISHED, chunks)
+            return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+        raise StopIteration
+
+    def _finish(self, reason: CloseReason, chunks: list[bytes]) -> bytes:
+        self._finished = True
+        if reason in (CloseReason.SHUTDOWN, CloseReason.EXPIRED, CloseReason.BROKER_LOST):
+            # come back soon, with jitter, and continue from Last-Event-ID
+            retry_ms = int(self._settings.shutdown_retry * random.uniform(0.5, 1.5))
+            chunks.append(encode_retry(retry_ms))
+        elif reason is CloseReason.DISCONNECTED:
+            chunks = []
+        if not chunks:
+            raise StopIteration
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        """Called by the WSGI server when the response ends, however it ends."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finished = True
+        if self._cancel_watch is not None:
+            self._cancel_watch()
+        self.mailbox.close(CloseReason.DISCONNECTED)
+        self._registry.discard(self)
+        for callback in self._on_close:
+            try:
+                callback()
+            except Exception:  # one failing cleanup must not skip the others
+                current_app.logger.exception("error while closing an SSE stream")
+
+
+def stream_response(
+    mailbox: Mailbox,
+    settings: StreamSettings,
+    *,
+    prelude: bytes = b"",
+    on_close: Iterable[Callable[[], None]] = (),
+    concurrency: _concurrency.Concurrency | None = None,
+) -> Response:
+    """A streaming response that writes what arrives in ``mailbox``."""
+    body = StreamBody(
+        mailbox,
+        settings,
+        registry_for(current_app),
+        prelude=prelude,
+        on_close=on_close,
+        sock=_client_socket(request.environ),
+        concurrency=concurrency,
+    )
+    response = Response(body, status=200, mimetype="text/event-stream")
+    response.direct_passthrough = True
+    headers = response.headers
+    headers["Cache-Control"] = "no-cache, no-store, no-transform"
+    headers["X-Accel-Buffering"] = "no"
+    headers.update(settings.headers)
+    return response
+
+
+def _produce(items: Iterator[Any], mailbox: Mailbox) -> None:
+    """Run a view's generator, handing each encoded item to the writer."""
+    try:
+        for item in items:
+            if mailbox.reason is not None:
+                return
+            if item is None:
+                continue
+            chunk = to_bytes(item)
+            while not mailbox.put(chunk, timeout=1.0):
+                if mailbox.reason is not None:
+                    return
+    except Exception:
+        current_app.logger.exception("SSE stream generator failed; ending the stream")
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+        while mailbox.reason is None and not mailbox.put(END, timeout=1.0):
+            pass
+
+
+def generator_response(items: Iterator[Any], settings: StreamSettings) -> Response:
+    """Stream a view's generator: it runs in its own greenlet/thread, inside the request's
+    context, and is closed (its ``finally:`` runs) as soon as the client leaves."""
+    conc = _concurrency.current()
+    mailbox = Mailbox(conc, GENERATOR_QUEUE)
+    # Keep the request context alive until the stream ends, as stream_with_context does:
+    # the extra push defers teardown_request; the producer sees request/g/current_app
+    # through a copy of this context.
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    ctx.push()
+    task = conc.spawn(functools.partial(_produce, items, mailbox), contextvars.copy_context())
+
+    def stop_producer() -> None:
+        task.stop(STOP_TIMEOUT)
+
+    return stream_response(
+        mailbox, settings, on_close=(stop_producer, ctx.pop), concurrency=conc
+    )
+
+
+def _is_stream(rv: Any) -> bool:
+    return hasattr(rv, "__next__") and not isinstance(rv, (str, bytes, Response))
+
+
+@overload
+def sse_stream(view: F) -> F: ...
+
+
+@overload
+def sse_stream(
+    *,
+    heartbeat: float | None = ...,
+    retry: int | None = ...,
+    headers: dict[str, str] | None = ...,
+) -> Callable[[F], F]: ...
+
+
+def sse_stream(
+    view: F | None = None,
+    *,
+    heartbeat: float | None = _UNSET,
+    retry: int | None = _UNSET,
+    headers: dict[str, str] | None = None,
+) -> F | Callable[[F], F]:
+    """Make a view that returns (or is) a generator answer with a flushed SSE stream.
+
+    The generator yields :class:`~.event.Event` objects, ``str``, ``bytes`` (data) or JSON
+    values; each reaches the client at once. A view may instead return any ordinary
+    response (e.g. a 400 for bad input) and it is sent as is. ``heartbeat`` (seconds),
+    ``retry`` (ms) and ``headers`` override ``SSE_HEARTBEAT_INTERVAL``, ``SSE_RETRY_MS``
+    and the default headers for this view.
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            refusal = too_many_streams()
+            if refusal is not None:
+                return refusal
+            rv = fn(*args, **kwargs)
+            if not _is_stream(rv):
+                return rv
+            return generator_response(rv, StreamSettings(heartbeat, retry, headers))
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(view) if view is not None else decorate

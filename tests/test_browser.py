@@ -1,0 +1,219 @@
+"""The example chat page in a real browser (Chromium via Playwright) against gunicorn.
+
+Both transports are covered: GET with the browser's EventSource and POST with the
+fetch-based client in example_app/static/sse-client.js.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.browser import (  # noqa: F401 - fixtures are used by name
+    SCREENSHOT,
+    chat_server,
+    chromium,
+    full_reply,
+    open_chat,
+    playwright_instance,
+    proxy,
+    read_stream,
+)
+
+MODES = ["get", "post"]
+# The demo backend echoes the prompt, so a longer prompt gives a longer reply: long enough
+# to stop it or cut the network in the middle.
+LONG_PROMPT = (
+    "Explain server-sent events: the text/event-stream format, ids and Last-Event-ID, "
+    "retry, heartbeats, and why proxies must not buffer the response. " * 3
+).strip()
+XSS = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
+
+
+def distinct_increasing(lengths: list[int]) -> list[int]:
+    """The strictly increasing run of values in a recorded length series."""
+    run: list[int] = []
+    for n in lengths:
+        if not run or n > run[-1]:
+            run.append(n)
+    return run
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_reply_grows_piece_by_piece(open_chat, chat_server, mode):
+    prompt = f"Hello over {mode.upper()}, how are you?"
+    expected = full_reply(chat_server.url, prompt)
+    chat = open_chat()
+
+    chat.send(prompt, mode)
+
+    # The message box is cleared, the user's message is shown, the state goes live.
+    assert chat.page.input_value("#message") == ""
+    assert chat.page.locator("#transcript .turn.user .bubble").last.text_content() == prompt
+    assert chat.wait_for_state("done") == "done"
+    assert chat.reply_text() == expected
+    lengths = chat.lengths()
+    growth = distinct_increasing(lengths)
+    assert growth == sorted(set(lengths)), f"the reply shrank at some point: {lengths}"
+    assert len(growth) >= 10, f"the reply did not arrive piece by piece: {lengths}"
+    assert growth[-1] == len(expected)
+    data = chat.dataset()
+    assert data["finishReason"] == "stop"
+    assert data["duplicates"] == "0" and data["gaps"] == "0"
+    assert chat.page.locator("#status").get_attribute("data-state") == "done"
+    assert chat.page.locator(f"#transcript .badge-{mode}").count() == 1
+    assert chat.page.is_enabled("#send") and chat.page.is_disabled("#stop")
+
+
+def test_both_modes_side_by_side(open_chat, chat_server):
+    """One page, one reply over GET and one over POST, each labelled with its transport."""
+    chat = open_chat()
+    for mode in MODES:
+        prompt = f"Same question via {mode}"
+        chat.send(prompt, mode)
+        chat.wait_for_state("done")
+        assert chat.reply_text() == full_reply(chat_server.url, prompt)
+    replies = chat.page.locator("#transcript .turn.assistant")
+    assert replies.count() == 2
+    assert [replies.nth(i).get_attribute("data-mode") for i in range(2)] == MODES
+    assert chat.page.locator("#reply").count() == 1  # only the newest reply has the id
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_stop_stops_the_reply(open_chat, chat_server, mode):
+    expected = full_reply(chat_server.url, LONG_PROMPT)
+    chat = open_chat()
+    chat.send(LONG_PROMPT, mode)
+    chat.wait_for_length(20)
+
+    chat.page.click("#stop")
+
+    assert chat.wait_for_state("stopped") == "stopped"
+    stopped_at = chat.reply_text()
+    assert 0 < len(stopped_at) < len(expected)
+    assert expected.startswith(stopped_at)
+    chat.page.wait_for_function("document.getElementById('reply').dataset.deleteStatus")
+    data = chat.dataset()
+    assert data["deleteStatus"] == "204"
+    assert chat.page.locator("#status").get_attribute("data-state") == "stopped"
+    assert chat.page.is_enabled("#send") and chat.page.is_disabled("#stop")
+
+    # The server really stopped generating: resuming after the last piece the page got
+    # yields at most the few pieces made before the DELETE, then a "cancelled" close.
+    rest = read_stream(chat_server.url, last_event_id=f"{data['streamId']}:{data['lastSeq']}")
+    if rest.status == 200:
+        assert rest.close is not None and rest.close["finish_reason"] == "cancelled", rest
+        assert len(stopped_at + rest.text) < len(expected)
+    else:
+        assert rest.status == 204  # the cancelled generation is already gone
+    # And nothing more reached the page after Stop.
+    assert chat.reply_text() == stopped_at
+    assert chat.lengths()[-1] == len(stopped_at)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_resume_after_dropped_connection(open_chat, chat_server, proxy, mode):
+    expected = full_reply(chat_server.url, LONG_PROMPT)
+    chat = open_chat(proxy.url)
+    chat.send(LONG_PROMPT, mode)
+    chat.wait_for_length(30)
+
+    with proxy.outage():  # every connection is reset; new ones are refused for now
+        chat.page.wait_for_function(
+            "document.getElementById('status').dataset.state === 'reconnecting'"
+        )
+        at_drop = chat.reply_text()
+    assert len(at_drop) < len(expected), "the reply ended before the drop: use a longer prompt"
+
+    assert chat.wait_for_state("done") == "done"
+    assert chat.reply_text() == expected  # nothing lost, nothing doubled
+    data = chat.dataset()
+    assert int(data["reconnects"]) >= 1
+    assert data["duplicates"] == "0" and data["gaps"] == "0"
+    growth = distinct_increasing(chat.lengths())
+    assert growth[-1] == len(expected) and len(at_drop) in growth
+    assert proxy.dropped >= 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_html_in_message_and_reply_is_text(open_chat, chat_server, mode):
+    # bypass_csp: the page's Content-Security-Policy would block inline scripts anyway;
+    # switch it off to prove the page never turns text into HTML in the first place.
+    chat = open_chat(bypass_csp=True)
+    chat.send(XSS, mode)
+
+    assert chat.wait_for_state("done") == "done"
+    assert chat.page.locator("#transcript .turn.user .bubble").last.text_content() == XSS
+    reply = chat.reply_text()
+    assert XSS in reply
+    assert reply == full_reply(chat_server.url, XSS)
+    assert chat.page.locator("#transcript img, #transcript script").count() == 0
+    assert chat.page.evaluate("typeof window.__pwned") == "undefined"
+    assert chat.page.get_by_text(XSS).count() >= 1  # visible, literally
+
+
+def test_ticker_updates_live(open_chat):
+    chat = open_chat()
+    page = chat.page
+    page.wait_for_function("/^\\d+$/.test(document.getElementById('ticker-tick').textContent)")
+    first = int(page.text_content("#ticker-tick") or "0")
+    page.wait_for_function(
+        "n => Number(document.getElementById('ticker-tick').textContent) > n", arg=first,
+        timeout=10_000,
+    )
+    assert page.locator("#ticker").get_attribute("data-state") == "live"
+    assert (page.text_content("#ticker-streams") or "").isdigit()
+    assert page.text_content("#ticker-time") not in ("", "–")
+
+
+def test_error_response_is_shown_post(open_chat):
+    chat = open_chat()
+    chat.send("x" * 200_000, "post")  # far over any sensible message size limit
+
+    assert chat.wait_for_state("error") == "error"
+    error = chat.page.locator("#error")
+    assert error.is_visible()
+    assert error.text_content()
+    assert chat.page.locator("#status").get_attribute("data-state") == "error"
+    assert chat.page.is_enabled("#send")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_json_error_is_shown(open_chat, mode):
+    """A 4xx JSON error is shown, even for EventSource (which cannot read the body)."""
+    chat = open_chat()
+    chat.page.route(
+        "**/chat/stream*",
+        lambda route: route.fulfill(status=429, content_type="application/json",
+                                    body='{"error": "slow down <b>please</b>"}'),
+    )
+    chat.send("hello", mode)
+
+    assert chat.wait_for_state("error") == "error"
+    assert chat.page.text_content("#error") == "slow down <b>please</b>"
+
+
+def test_screenshot_mid_reply(open_chat, chat_server, tmp_path):
+    """A picture of the page with a reply half-written (for the README and the docs).
+
+    It is written to docs/screenshot.png when that file is missing or when
+    UPDATE_SCREENSHOT=1; otherwise to a temporary directory, so runs leave git clean.
+    """
+    expected = full_reply(chat_server.url, LONG_PROMPT)
+    chat = open_chat()
+    chat.send("What is SSE, in one sentence?", "get")
+    chat.wait_for_state("done")
+    chat.send(LONG_PROMPT, "post")
+    chat.wait_for_length(len(expected) // 2)
+    chat.page.wait_for_function("/^\\d+$/.test(document.getElementById('ticker-tick').textContent)")
+
+    path = tmp_path / "screenshot.png"
+    chat.page.screenshot(path=str(path))
+
+    assert chat.reply.get_attribute("data-state") == "streaming"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists():
+        shutil.copyfile(path, SCREENSHOT)
+    chat.page.click("#stop")
