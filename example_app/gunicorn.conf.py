@@ -21,5 +21,8 @@ timeout = 30
 graceful_timeout = 10
 keepalive = 5
 # Log the path without the query string: chat prompts travel in ?message= on GET.
+# gunicorn >= 24 opens a control socket at a fixed path; several servers on one host
+# (or the test suite) would fight over it.
+control_socket_disable = True
 accesslog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(L)ss'

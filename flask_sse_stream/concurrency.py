@@ -46,8 +46,9 @@ class _ThreadTask:
 
     def __init__(self, fn: Callable[[], None], context: contextvars.Context) -> None:
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=context.run, args=(fn,), daemon=True,
-                                       name="sse-producer")
+        self.thread = threading.Thread(
+            target=context.run, args=(fn,), daemon=True, name="sse-producer"
+        )
         self.thread.start()
 
     def stop(self, timeout: float) -> None:
@@ -58,9 +59,9 @@ class _ThreadTask:
 
 class _Threads:
     name = "threading"
-    Queue = std_queue.Queue
-    Empty = std_queue.Empty
-    Full = std_queue.Full
+    Queue: Any = std_queue.Queue
+    Empty: type[Exception] = std_queue.Empty
+    Full: type[Exception] = std_queue.Full
 
     def spawn(self, fn: Callable[[], None], context: contextvars.Context) -> Task:
         return _ThreadTask(fn, context)

@@ -22,13 +22,14 @@ import json
 import re
 from typing import Any
 
-__all__ = ["Event", "encode_comment", "encode_data", "encode_retry", "to_bytes"]
+__all__ = ["Event", "data_text", "encode_comment", "encode_data", "encode_retry", "to_bytes"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
-def _text_of(data: Any) -> str:
+def data_text(data: Any) -> str:
+    """The text of a data field: str as is, bytes as UTF-8, anything else as compact JSON."""
     if isinstance(data, str):
         return data
     if isinstance(data, (bytes, bytearray, memoryview)):
@@ -74,7 +75,7 @@ class Event:
         self,
         data: Any = None,
         event: str | None = None,
-        id: str | int | None = None,  # noqa: A002 - the SSE field is called id
+        id: str | int | None = None,
         retry: int | None = None,
         comment: str | None = None,
     ) -> None:
@@ -116,13 +117,13 @@ class Event:
         if self.id is not None:
             parts.append(_lines(b"id: ", self.id))
         if self.data is not None:
-            parts.append(_lines(b"data: ", _text_of(self.data)))
+            parts.append(_lines(b"data: ", data_text(self.data)))
         if self.dispatches:
             parts.append(b"\n")
         return b"".join(parts)
 
 
-def encode_data(data: Any, event: str | None = None, id: str | None = None) -> bytes:  # noqa: A002
+def encode_data(data: Any, event: str | None = None, id: str | None = None) -> bytes:
     """Shortcut for ``Event(data, event, id).encode()`` used on hot paths."""
     return Event(data, event=event, id=id).encode()
 
@@ -143,4 +144,4 @@ def to_bytes(item: Any) -> bytes:
     """Encode one item a streaming view yielded: an ``Event``, or data for a plain message."""
     if isinstance(item, Event):
         return item.encode()
-    return _lines(b"data: ", _text_of(item)) + b"\n"
+    return _lines(b"data: ", data_text(item)) + b"\n"

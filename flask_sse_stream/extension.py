@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +53,12 @@ def _check_config(config: dict[str, Any]) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"{key} must be a non-negative number, not {value!r}")
 
-    for key in ("SSE_HEARTBEAT_INTERVAL", "SSE_RETRY_MS", "SSE_MAX_STREAMS",
-                "SSE_MAX_STREAM_SECONDS"):
+    for key in (
+        "SSE_HEARTBEAT_INTERVAL",
+        "SSE_RETRY_MS",
+        "SSE_MAX_STREAMS",
+        "SSE_MAX_STREAM_SECONDS",
+    ):
         non_negative(key)
     for key in ("SSE_HISTORY_SIZE", "SSE_SUBSCRIBER_QUEUE", "SSE_SHUTDOWN_RETRY_MS"):
         non_negative(key, allow_none=False)
@@ -66,16 +71,19 @@ def _check_config(config: dict[str, Any]) -> None:
 
 def _coerce(config: dict[str, Any]) -> None:
     """Config read from FLASK_* environment variables arrives as strings or JSON values."""
-    for key in ("SSE_HISTORY_SIZE", "SSE_SUBSCRIBER_QUEUE", "SSE_RETRY_MS", "SSE_MAX_STREAMS",
-                "SSE_SHUTDOWN_RETRY_MS"):
+    for key in (
+        "SSE_HISTORY_SIZE",
+        "SSE_SUBSCRIBER_QUEUE",
+        "SSE_RETRY_MS",
+        "SSE_MAX_STREAMS",
+        "SSE_SHUTDOWN_RETRY_MS",
+    ):
         if isinstance(config.get(key), str) and config[key].strip().isdigit():
             config[key] = int(config[key])
     for key in ("SSE_HEARTBEAT_INTERVAL", "SSE_MAX_STREAM_SECONDS"):
         if isinstance(config.get(key), str):
-            try:
+            with contextlib.suppress(ValueError):  # _check_config reports it
                 config[key] = float(config[key])
-            except ValueError:
-                pass  # _check_config reports it
 
 
 class SSE:
@@ -142,9 +150,7 @@ def channel_view() -> Response:
     state: SSEState = current_app.extensions[EXTENSION_KEY]
     channel = request.args.get("channel", "sse")
     if not valid_channel(channel):
-        return json_error(
-            "invalid channel: 1 to 128 characters from A-Z a-z 0-9 _ - . :", 400
-        )
+        return json_error("invalid channel: 1 to 128 characters from A-Z a-z 0-9 _ - . :", 400)
     if state.authorize is not None and not state.authorize(channel):
         return json_error("not allowed to subscribe to this channel", 403)
     refusal = too_many_streams()

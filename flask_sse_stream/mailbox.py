@@ -8,6 +8,7 @@ reader at once.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from typing import Any
 
@@ -60,10 +61,8 @@ class Mailbox:
         is full, so it is busy writing) sees ``reason`` before its next wait."""
         if self.reason is None:
             self.reason = reason
-        try:
+        with contextlib.suppress(self._full):
             self._queue.put_nowait(END)
-        except self._full:
-            pass
 
     def take(self, timeout: float | None) -> list[bytes] | None:
         """Everything queued (waiting up to ``timeout`` for the first chunk), or None if

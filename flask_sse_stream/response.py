@@ -304,9 +304,7 @@ def generator_response(items: Iterator[Any], settings: StreamSettings) -> Respon
     def stop_producer() -> None:
         task.stop(STOP_TIMEOUT)
 
-    return stream_response(
-        mailbox, settings, on_close=(stop_producer, ctx.pop), concurrency=conc
-    )
+    return stream_response(mailbox, settings, on_close=(stop_producer, ctx.pop), concurrency=conc)
 
 
 def _is_stream(rv: Any) -> bool:

@@ -85,8 +85,11 @@ def open_stream(
     parts = urlsplit(url)
     sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
-    lines = [f"{method} {path} HTTP/1.{0 if http10 else 1}", f"Host: {parts.netloc}",
-             "Accept: text/event-stream"]
+    lines = [
+        f"{method} {path} HTTP/1.{0 if http10 else 1}",
+        f"Host: {parts.netloc}",
+        "Accept: text/event-stream",
+    ]
     for name, value in (headers or {}).items():
         lines.append(f"{name}: {value}")
     if body:
@@ -106,5 +109,6 @@ def open_stream(
         key = name.strip().lower()
         headers_out[key] = (headers_out[key] + ", " if key in headers_out else "") + value.strip()
     chunked = "chunked" in headers_out.get("transfer-encoding", "").lower()
-    return RawResponse(int(status_line.split()[1]), headers_out, head, sock, chunked,
-                       bytearray(rest))
+    return RawResponse(
+        int(status_line.split()[1]), headers_out, head, sock, chunked, bytearray(rest)
+    )

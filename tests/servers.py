@@ -113,8 +113,21 @@ def redis_server(port: int | None = None) -> Iterator[Server]:
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="redis-")
     log_path = Path(workdir) / "redis.log"
-    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-           "--dir", workdir, "--logfile", str(log_path)]
+    cmd = [
+        exe,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+        "--logfile",
+        str(log_path),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     server = Server(proc, port, log_path)
     try:

@@ -13,9 +13,11 @@ from tests.servers import Server
 
 
 def events(server: Server, path: str, **kwargs: object) -> list:
-    with httpx.Client(base_url=server.url, timeout=10) as client:
-        with connect_sse(client, "GET", path, **kwargs) as source:  # type: ignore[arg-type]
-            return list(source.iter_sse())
+    with (
+        httpx.Client(base_url=server.url, timeout=10) as client,
+        connect_sse(client, "GET", path, **kwargs) as source,  # type: ignore[arg-type]
+    ):
+        return list(source.iter_sse())
 
 
 def test_headers_arrive_before_the_first_event(core_server: Server) -> None:
@@ -75,7 +77,11 @@ def test_ids_and_json_from_generator(core_server: Server) -> None:
 def test_generator_runs_in_request_and_app_context(core_server: Server) -> None:
     got = events(core_server, "/context", headers={"X-User": "ada", "Last-Event-ID": "42"})
     assert json.loads(got[0].data) == {
-        "path": "/context", "app": "tests.apps.core_app", "user": "ada", "last_event_id": "42"}
+        "path": "/context",
+        "app": "tests.apps.core_app",
+        "user": "ada",
+        "last_event_id": "42",
+    }
     got = events(core_server, "/context?lastEventId=7")
     assert json.loads(got[0].data)["last_event_id"] == "7"
 

@@ -86,3 +86,4 @@ class Broker(ABC):
 
     def close(self) -> None:
         """Release connections and background readers."""
+        return None

@@ -87,5 +87,6 @@ class MemoryBroker(Broker):
 
     def subscriber_counts(self) -> dict[str, int]:
         with self._lock:
-            return {name: len(ch.subscribers) for name, ch in self._channels.items()
-                    if ch.subscribers}
+            return {
+                name: len(ch.subscribers) for name, ch in self._channels.items() if ch.subscribers
+            }

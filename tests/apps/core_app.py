@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, current_app, g, jsonify, request
 
-from flask_sse_stream import SSE, Event, last_event_id, sse_stream
+from flask_sse_stream import SSE, BrokerError, Event, last_event_id, sse_stream
 
 
 def create_app() -> Flask:
@@ -17,7 +17,14 @@ def create_app() -> Flask:
     app.config["SSE_HEARTBEAT_INTERVAL"] = float(os.environ.get("TEST_HEARTBEAT", "0.3"))
     if os.environ.get("TEST_MAX_STREAMS"):
         app.config["SSE_MAX_STREAMS"] = int(os.environ["TEST_MAX_STREAMS"])
-    sse = SSE(app)
+    app.config["SSE_BROKER_URL"] = os.environ.get("TEST_BROKER_URL", "memory://")
+    app.config["SSE_HISTORY_SIZE"] = int(os.environ.get("TEST_HISTORY", "1000"))
+    app.config["SSE_SUBSCRIBER_QUEUE"] = int(os.environ.get("TEST_QUEUE", "256"))
+
+    def authorize(channel: str) -> bool:
+        return not channel.startswith("private") or request.headers.get("X-User") == "admin"
+
+    sse = SSE(app, authorize=authorize)
 
     @app.before_request
     def set_user() -> None:
@@ -88,9 +95,15 @@ def create_app() -> Flask:
     @app.post("/publish")
     def publish() -> Any:
         body = request.get_json()
-        event_id = sse.publish(body["data"], channel=body.get("channel", "sse"),
-                               event=body.get("event"))
-        return {"id": event_id}
+        ids = []
+        try:
+            for _ in range(int(body.get("count", 1))):
+                data = body["data"] if "size" not in body else "x" * int(body["size"])
+                channel = body.get("channel", "sse")
+                ids.append(sse.publish(data, channel=channel, event=body.get("event")))
+        except BrokerError as exc:
+            return {"error": str(exc)}, 503
+        return {"id": ids[-1], "ids": ids}
 
     @app.get("/stats")
     def stats() -> Any:
@@ -103,7 +116,11 @@ def create_app() -> Flask:
             pass
         import psutil
 
-        return {**sse.stats(), "greenlets": greenlets, "pid": os.getpid(),
-                "rss": psutil.Process().memory_info().rss}
+        return {
+            **sse.stats(),
+            "greenlets": greenlets,
+            "pid": os.getpid(),
+            "rss": psutil.Process().memory_info().rss,
+        }
 
     return app
