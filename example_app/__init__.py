@@ -11,6 +11,7 @@ from typing import Any
 from flask import Flask, render_template
 
 from flask_sse_stream import SSE
+from flask_sse_stream.chat import ChatBackend, DemoBackend, OpenAIBackend, create_chat_blueprint
 
 from .ticker import start_ticker
 
@@ -32,6 +33,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     sse.init_app(app)
+    app.register_blueprint(create_chat_blueprint(make_backend(app)), url_prefix="/chat")
 
     @app.get("/")
     def index() -> str:
@@ -44,3 +46,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if app.config["TICKER_INTERVAL"]:
         start_ticker(app, sse, float(app.config["TICKER_INTERVAL"]))
     return app
+
+
+def make_backend(app: Flask) -> ChatBackend:
+    """``CHAT_BACKEND``: ``demo`` (no network) or ``openai`` (any compatible server)."""
+    kind = str(app.config["CHAT_BACKEND"]).lower()
+    if kind == "demo":
+        return DemoBackend(delay=float(app.config["CHAT_DEMO_DELAY"]))
+    if kind == "openai":
+        return OpenAIBackend(
+            base_url=app.config["OPENAI_BASE_URL"],
+            api_key=app.config["OPENAI_API_KEY"],
+            model=str(app.config["OPENAI_MODEL"]),
+        )
+    raise ValueError(f"CHAT_BACKEND must be 'demo' or 'openai', not {kind!r}")

@@ -128,6 +128,12 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     fake: FakeOpenAI
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client resetting an idle keep-alive connection is normal, not worth a traceback.
+        if isinstance(sys.exc_info()[1], OSError) and not self.fake.verbose:
+            return
+        super().handle_error(request, client_address)
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(), which can stall on DNS.
         socketserver.TCPServer.server_bind(self)
@@ -154,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.fake._cond:
             self.server.fake._stats.connections.discard(self.connection)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.fake.verbose:
             super().log_message(format, *args)
 
@@ -337,8 +343,6 @@ class _Handler(BaseHTTPRequestHandler):
             fake._cond.notify_all()
         try:
             self._stream_body(body, mode, stream_id)
-            with fake._cond:
-                fake._stats.completed += 1
         except ClientGone:
             if not fake._stopping.is_set():
                 with fake._cond:
@@ -410,6 +414,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._end()
             return
         if mode in ("drop", "drop_eof"):
+            with fake._cond:
+                fake._stats.completed += 1
+                fake._cond.notify_all()
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -426,8 +433,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._end()
 
     def _end(self) -> None:
+        """Count the stream as complete, then end the chunked body.
+
+        Clients may hang up as soon as they read ``[DONE]`` (the openai SDK does), so a
+        failure to send the terminating chunk is not a cancellation.
+        """
+        with self.fake._cond:
+            self.fake._stats.completed += 1
+            self.fake._cond.notify_all()
         if self._chunked:
-            self._write(b"0\r\n\r\n")
+            with contextlib.suppress(ClientGone):
+                self._write(b"0\r\n\r\n")
 
 
 def _error_body(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
@@ -522,6 +538,11 @@ class FakeOpenAI:
         """Wait until ``count`` streams in all were closed by the client; False on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: self._stats.closed_by_client >= count, timeout)
+
+    def wait_completed(self, count: int = 1, timeout: float = 5.0) -> bool:
+        """Wait until ``count`` streams in all were sent to the end; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._stats.completed >= count, timeout)
 
     def wait_streams(self, count: int = 1, timeout: float = 5.0) -> bool:
         """Wait until ``count`` streams are open at once; False on timeout."""

@@ -63,7 +63,9 @@ def backend(fake: FakeOpenAI) -> Iterator[OpenAIBackend]:
     b.close()
 
 
-def consume(backend: OpenAIBackend, messages: list[dict[str, str]]) -> tuple[list[str], Exception]:
+def consume(
+    backend: OpenAIBackend, messages: list[dict[str, str]]
+) -> tuple[list[str], BackendError]:
     """Iterate until the backend raises; return the pieces seen before and the error."""
     seen: list[str] = []
     with pytest.raises(BackendError) as info:
@@ -196,7 +198,8 @@ def test_openai_streams_exact_text_and_usage(fake: FakeOpenAI, backend: OpenAIBa
     assert "".join(texts) == "".join(fake.pieces)
     assert texts == fake.pieces  # one piece per chunk, nothing merged or dropped
     assert "café" in "".join(texts) and "—" in "".join(texts)
-    assert items[-1] == Usage(prompt_tokens=2, completion_tokens=len(fake.pieces), total_tokens=2 + len(fake.pieces))
+    n = len(fake.pieces)
+    assert items[-1] == Usage(prompt_tokens=2, completion_tokens=n, total_tokens=2 + n)
     assert usages == [items[-1]]
 
 
@@ -242,7 +245,7 @@ def test_openai_reuses_the_client_across_streams(fake: FakeOpenAI, backend: Open
         texts, _ = split(list(backend.stream(user(f"n{i}"))))
         assert "".join(texts) == "".join(fake.pieces)
     assert len(fake.requests) == 3
-    assert fake.completed == 3
+    assert fake.wait_completed(3, timeout=HANG_GUARD)
 
 
 def test_openai_request_is_lazy(fake: FakeOpenAI, backend: OpenAIBackend) -> None:
@@ -311,7 +314,7 @@ def test_openai_error_messages_hide_the_api_key(fake: FakeOpenAI) -> None:
 
 def test_openai_per_request_mode_via_message(fake: FakeOpenAI, backend: OpenAIBackend) -> None:
     _, error = consume(backend, user("mode:status_500 please fail"))
-    assert error.status_code == 500  # type: ignore[attr-defined]
+    assert error.status_code == 500
     texts, _ = split(list(backend.stream(user("fine"))))
     assert "".join(texts) == "".join(fake.pieces)
 
@@ -370,7 +373,9 @@ def test_completed_stream_is_not_counted_as_cancelled(
     gen = backend.stream(user("x"))
     list(gen)
     gen.close()
-    assert fake.completed == 1 and fake.closed_by_client == 0
+    assert fake.wait_completed(1, timeout=HANG_GUARD)
+    # once a stream is complete the fake never counts it as cancelled, so this is final
+    assert fake.closed_by_client == 0
 
 
 _GEVENT_SCRIPT = textwrap.dedent(

@@ -25,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
+import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -154,12 +156,12 @@ class DemoBackend:
             f"reply one word at a time, so you can watch Server-Sent Events arrive without "
             f"a model server or an API key.\n\n"
             f"Your message had {n_words} {'word' if n_words == 1 else 'words'} and "
-            f"{n_chars} {'character' if n_chars == 1 else 'characters'}; "
-            f"this reply was written for it in {len(messages)} "
-            f"{'message' if len(messages) == 1 else 'messages'} of context. {closer}"
+            f"{n_chars} {'character' if n_chars == 1 else 'characters'}, and the "
+            f"conversation so far holds {len(messages)} "
+            f"{'message' if len(messages) == 1 else 'messages'}. {closer}"
         )
 
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str | Usage]:
+    def stream(self, messages: list[dict[str, str]]) -> Generator[str | Usage, None, None]:
         """Yield :meth:`reply_for` word by word, sleeping ``delay`` before each word.
 
         Ends with a :class:`Usage` whose counts are words (prompt) and pieces (reply).
@@ -194,6 +196,28 @@ def _exception_names(exc: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(exc).__mro__}
 
 
+def _make_trio_import_safe() -> None:
+    """Keep a gevent-patched process from crashing when httpcore imports ``trio``.
+
+    httpcore (and httpcore2, under ``openai`` 3.x) does ``try: import trio`` and only
+    catches ``ImportError``, but gevent's ``patch_all()`` (which gunicorn's gevent worker
+    runs first) removes ``select.epoll``/``select.kqueue``, and some trio versions then
+    fail with ``AttributeError: module 'select' has no attribute 'epoll'``
+    (python-trio/trio#2848). Building the SDK client would crash the worker. If trio is
+    not importable in this process, record it as absent so those imports see a clean
+    ``ImportError``; trio could not run under gevent anyway, and nothing changes where
+    the import works or the ``select`` module is intact.
+    """
+    if sys.platform == "win32" or "trio" in sys.modules:
+        return
+    if hasattr(select, "epoll") or hasattr(select, "kqueue"):
+        return  # not monkey-patched: trio imports normally
+    try:
+        import trio  # noqa: F401
+    except Exception:
+        sys.modules["trio"] = None  # type: ignore[assignment]
+
+
 class OpenAIBackend:
     """Stream replies from any OpenAI-compatible ``/v1/chat/completions`` server.
 
@@ -225,6 +249,7 @@ class OpenAIBackend:
         temperature: float | None = None,
         client: Any = None,
     ) -> None:
+        _make_trio_import_safe()
         try:
             import openai
         except ImportError as exc:
@@ -271,7 +296,7 @@ class OpenAIBackend:
             kwargs["temperature"] = self.temperature
         return kwargs
 
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str | Usage]:
+    def stream(self, messages: list[dict[str, str]]) -> Generator[str | Usage, None, None]:
         """Yield the reply's text pieces as the server streams them, then its ``Usage``.
 
         The request is only sent on the first ``next()``. Closing the generator (or

@@ -1,0 +1,166 @@
+"""The chat blueprint: stream a model's reply over SSE, resumable and cancellable.
+
+Routes (relative to the blueprint's ``url_prefix``):
+
+* ``GET /stream?message=TEXT`` for ``EventSource``;
+* ``POST /stream`` with ``{"message": ...}`` or ``{"messages": [...]}`` for fetch clients;
+* ``DELETE /stream/<stream_id>`` to stop a generation.
+
+A request with ``Last-Event-ID: <stream_id>:<seq>`` resumes that generation instead of
+starting one. Config (read when the blueprint is registered): ``CHAT_MAX_CHARS``,
+``CHAT_MAX_MESSAGES``, ``CHAT_MAX_BODY_BYTES``, ``CHAT_GRACE_SECONDS``,
+``CHAT_RETENTION_SECONDS``, ``CHAT_QUEUE``; the store follows ``SSE_BROKER_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Request, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
+
+from ..concurrency import current as current_concurrency
+from ..event import Event
+from ..mailbox import CloseReason, Mailbox
+from ..registry import StreamRegistry
+from ..response import DEFAULTS, StreamSettings, last_event_id, registry_for, stream_response
+from ..response import too_many_streams as _too_many_streams
+from .backends import ChatBackend
+from .generation import FollowStatus, Generations, GenerationStore, MemoryGenerationStore
+from .validation import ChatInputError, ChatLimits, messages_from_request, parse_resume
+
+__all__ = ["CHAT_DEFAULTS", "create_chat_blueprint"]
+
+CHAT_DEFAULTS: dict[str, Any] = {
+    "CHAT_MAX_CHARS": 8000,
+    "CHAT_MAX_MESSAGES": 50,
+    "CHAT_MAX_BODY_BYTES": 256 * 1024,
+    "CHAT_GRACE_SECONDS": 30.0,
+    "CHAT_RETENTION_SECONDS": 300.0,
+    "CHAT_QUEUE": 1024,
+}
+
+Authorize = Callable[[Request], bool]
+
+
+@dataclass
+class ChatState:
+    generations: Generations
+    limits: ChatLimits
+    queue_size: int
+
+
+def _error(status: int, message: str) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    return response
+
+
+def _make_store(app: Any) -> GenerationStore:
+    url = app.config.get("SSE_BROKER_URL", DEFAULTS["SSE_BROKER_URL"])
+    retention = float(app.config["CHAT_RETENTION_SECONDS"])
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from .redis_store import RedisGenerationStore
+
+        return RedisGenerationStore(url, retention=retention)
+    return MemoryGenerationStore(retention=retention)
+
+
+def create_chat_blueprint(
+    backend: ChatBackend,
+    *,
+    name: str = "chat",
+    authorize: Authorize | None = None,
+    import_name: str = __name__,
+) -> Blueprint:
+    """A blueprint streaming ``backend``'s replies. ``authorize(request) -> bool`` is
+    checked on every route (start, resume and cancel); false answers 401."""
+    bp = Blueprint(name, import_name)
+    state_key = f"flask_sse_stream.chat.{name}"
+
+    @bp.record
+    def setup(setup_state: BlueprintSetupState) -> None:
+        app = setup_state.app
+        for key, value in CHAT_DEFAULTS.items():
+            app.config.setdefault(key, value)
+        if state_key in app.extensions:
+            return  # registered twice on one app (two prefixes): share the state
+        store = _make_store(app)
+        generations = Generations(store, backend, float(app.config["CHAT_GRACE_SECONDS"]))
+        app.extensions[state_key] = ChatState(
+            generations=generations,
+            limits=ChatLimits(
+                max_chars=int(app.config["CHAT_MAX_CHARS"]),
+                max_messages=int(app.config["CHAT_MAX_MESSAGES"]),
+                max_body_bytes=int(app.config["CHAT_MAX_BODY_BYTES"]),
+            ),
+            queue_size=int(app.config["CHAT_QUEUE"]),
+        )
+        registry: StreamRegistry = registry_for(app)
+        registry.on_shutdown(generations.stop_all)
+
+    def state() -> ChatState:
+        return current_app.extensions[state_key]  # type: ignore[no-any-return]
+
+    @bp.errorhandler(ChatInputError)
+    def input_error(exc: ChatInputError) -> Response:
+        return _error(exc.status, exc.message)
+
+    @bp.route("/stream", methods=["GET", "POST"])
+    def stream() -> Response:
+        if authorize is not None and not authorize(request):
+            return _error(401, "not authorized")
+        chat = state()
+        resume = parse_resume(last_event_id())
+        if resume is None:
+            messages = messages_from_request(request, chat.limits)
+        elif request.method == "POST":
+            request.stream.read(chat.limits.max_body_bytes)  # the re-sent body: not needed
+        refusal = _too_many_streams()
+        if refusal is not None:
+            return refusal
+        mailbox = Mailbox(current_concurrency(), chat.queue_size)
+        if resume is None:
+            stream_id = secrets.token_urlsafe(16)
+            # Following from seq 0 gets whatever the generation wrote before this line as
+            # the prelude, so no piece can be missed whichever runs first.
+            chat.generations.start(stream_id, messages)
+            follow = chat.generations.follow(stream_id, 0, mailbox)
+        else:
+            stream_id = resume.stream_id
+            follow = chat.generations.follow(stream_id, resume.seq, mailbox)
+            if follow.status is FollowStatus.FINISHED:
+                return Response(status=204)
+            if follow.status is FollowStatus.UNKNOWN:
+                return _expired(stream_id, resume.seq, mailbox)
+        response = stream_response(
+            mailbox, StreamSettings(), prelude=follow.prelude, on_close=(follow.stop,)
+        )
+        response.headers["X-Stream-ID"] = stream_id
+        return response
+
+    @bp.delete("/stream/<stream_id>")
+    def cancel(stream_id: str) -> Response:
+        if authorize is not None and not authorize(request):
+            return _error(401, "not authorized")
+        if len(stream_id) > 64 or not state().generations.cancel(stream_id):
+            return _error(404, "no such stream")
+        return Response(status=204)
+
+    return bp
+
+
+def _expired(stream_id: str, seq: int, mailbox: Mailbox) -> Response:
+    """An unknown or expired generation is never restarted: the client gets a stream
+    holding only a ``close`` event that says so."""
+    close = Event(
+        json.dumps({"finish_reason": "error", "error": "this reply is no longer available"}),
+        event="close",
+        id=f"{stream_id}:{seq + 1}",
+    )
+    mailbox.close(CloseReason.FINISHED)
+    return stream_response(mailbox, StreamSettings(), prelude=close.encode())

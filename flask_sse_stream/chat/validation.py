@@ -1,0 +1,111 @@
+"""Checking what a client sent to the chat routes, before anything starts.
+
+Every failure is a :class:`ChatInputError` carrying the HTTP status and a message that
+says what to fix; nothing is started for a request that fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Request
+
+__all__ = ["ChatInputError", "ChatLimits", "Resume", "messages_from_request", "parse_resume"]
+
+ROLES = frozenset({"system", "user", "assistant"})
+_RESUME_ID = re.compile(r"([A-Za-z0-9_-]{8,64}):([0-9]{1,9})")
+
+
+class ChatInputError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ChatLimits:
+    max_chars: int = 8000  # of all message contents together
+    max_messages: int = 50
+    max_body_bytes: int = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Resume:
+    stream_id: str
+    seq: int
+
+
+def parse_resume(value: str | None) -> Resume | None:
+    """``<stream_id>:<seq>`` from Last-Event-ID; None when absent; 400 when malformed."""
+    if value is None:
+        return None
+    match = _RESUME_ID.fullmatch(value)
+    if match is None:
+        raise ChatInputError(400, "Last-Event-ID must look like <stream_id>:<seq>")
+    return Resume(match[1], int(match[2]))
+
+
+def _text(value: Any, what: str, limits: ChatLimits) -> str:
+    if not isinstance(value, str):
+        raise ChatInputError(400, f"{what} must be a string")
+    if not value.strip():
+        raise ChatInputError(400, f"{what} must not be empty")
+    if len(value) > limits.max_chars:
+        raise ChatInputError(413, f"{what} is longer than {limits.max_chars} characters")
+    return value
+
+
+def _from_messages(value: Any, limits: ChatLimits) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise ChatInputError(400, "messages must be a non-empty list")
+    if len(value) > limits.max_messages:
+        raise ChatInputError(413, f"at most {limits.max_messages} messages")
+    messages: list[dict[str, str]] = []
+    total = 0
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) - {"role", "content", "name"}:
+            raise ChatInputError(400, f"messages[{index}] must be {{role, content}}")
+        role = item.get("role")
+        if role not in ROLES:
+            raise ChatInputError(400, f"messages[{index}].role must be one of {sorted(ROLES)}")
+        content = _text(item.get("content"), f"messages[{index}].content", limits)
+        total += len(content)
+        messages.append({"role": role, "content": content})
+    if total > limits.max_chars:
+        raise ChatInputError(413, f"messages are longer than {limits.max_chars} characters")
+    if not any(m["role"] == "user" for m in messages):
+        raise ChatInputError(400, "messages need at least one user message")
+    return messages
+
+
+def messages_from_request(request: Request, limits: ChatLimits) -> list[dict[str, str]]:
+    """The conversation to send to the backend, from ``?message=`` (GET) or the JSON body
+    (POST: ``{"message": ...}`` or ``{"messages": [...]}``)."""
+    if request.method == "GET":
+        if "message" not in request.args:
+            raise ChatInputError(400, "the message query parameter is required")
+        return [{"role": "user", "content": _text(request.args["message"], "message", limits)}]
+    if request.mimetype != "application/json":
+        raise ChatInputError(415, "send the body as application/json")
+    length = request.content_length
+    if length is not None and length > limits.max_body_bytes:
+        raise ChatInputError(413, f"body larger than {limits.max_body_bytes} bytes")
+    # bounded read: a chunked upload has no Content-Length to check first
+    raw = request.stream.read(limits.max_body_bytes + 1)
+    if len(raw) > limits.max_body_bytes:
+        raise ChatInputError(413, f"body larger than {limits.max_body_bytes} bytes")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise ChatInputError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ChatInputError(400, "the body must be a JSON object")
+    if ("message" in body) == ("messages" in body):
+        raise ChatInputError(400, 'send either "message" or "messages"')
+    if "message" in body:
+        return [{"role": "user", "content": _text(body["message"], "message", limits)}]
+    return _from_messages(body["messages"], limits)
