@@ -10,6 +10,7 @@ first token, and a client that leaves can be noticed and the producer stopped at
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import random
@@ -49,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _UNSET: Any = object()
+# Endings after which the client is told to reconnect (and resume) soon.
+_RECONNECT = frozenset({CloseReason.SHUTDOWN, CloseReason.EXPIRED, CloseReason.BROKER_LOST})
 
 
 def last_event_id() -> str | None:
@@ -137,6 +140,7 @@ class StreamBody:
         "_poll_sock",
         "_registry",
         "_settings",
+        "_sock",
         "mailbox",
     )
 
@@ -165,6 +169,7 @@ class StreamBody:
             self._deadline = time.monotonic() + settings.max_seconds * random.uniform(0.85, 1.0)
         self._cancel_watch: Callable[[], None] | None = None
         self._poll_sock: Any = None
+        self._sock = sock
         if sock is not None:
             _tune_socket(sock, settings.heartbeat)
             conc = concurrency or _concurrency.current()
@@ -196,7 +201,8 @@ class StreamBody:
             if self._deadline is not None:
                 remaining = self._deadline - time.monotonic()
                 if remaining <= 0:
-                    return self._finish(CloseReason.EXPIRED, mailbox.drain())
+                    mailbox.close(CloseReason.EXPIRED)
+                    continue
                 timeout = remaining if timeout is None else min(timeout, remaining)
             chunks = mailbox.take(timeout)
             if chunks is None:
@@ -213,7 +219,7 @@ class StreamBody:
 
     def _finish(self, reason: CloseReason, chunks: list[bytes]) -> bytes:
         self._finished = True
-        if reason in (CloseReason.SHUTDOWN, CloseReason.EXPIRED, CloseReason.BROKER_LOST):
+        if reason in _RECONNECT:
             # come back soon, with jitter, and continue from Last-Event-ID
             retry_ms = int(self._settings.shutdown_retry * random.uniform(0.5, 1.5))
             chunks.append(encode_retry(retry_ms))
@@ -231,6 +237,13 @@ class StreamBody:
         self._finished = True
         if self._cancel_watch is not None:
             self._cancel_watch()
+        if self.mailbox.reason in _RECONNECT and self._sock is not None:
+            # The client should come back on a new connection (possibly to another
+            # worker): refuse keep-alive reuse so the server closes it right after the
+            # response instead of waiting for a next request (gunicorn's shutdown waits
+            # for that too).
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RD)
         self.mailbox.close(CloseReason.DISCONNECTED)
         self._registry.discard(self)
         for callback in self._on_close:

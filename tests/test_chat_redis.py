@@ -1,0 +1,54 @@
+"""Chat with the Redis store: a generation runs on one server and is resumed on another."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.chat import demo_reply, partial_chat, run_chat
+from tests.rawsse import open_stream
+from tests.servers import Server, gunicorn_server
+from tests.sse_parser import parse
+
+
+@pytest.fixture(scope="module")
+def pair(redis: Server) -> Iterator[tuple[Server, Server]]:
+    env = {"FLASK_SSE_BROKER_URL": f"redis://127.0.0.1:{redis.port}/1",
+           "FLASK_CHAT_DEMO_DELAY": "0.05", "FLASK_CHAT_GRACE_SECONDS": "5"}
+    with gunicorn_server(env=env) as a, gunicorn_server(env=env, workers=2) as b:
+        yield a, b
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_generation_started_on_one_server_resumes_on_another(pair, method: str) -> None:
+    a, b = pair
+    prompt = f"cross-host {method}"
+    first = partial_chat(a, method, prompt, count=5)
+    rest = run_chat(b, method, prompt, headers={"Last-Event-ID": first.events[-1].last_event_id})
+    assert rest.stream_id == first.stream_id
+    assert rest.seqs() == list(range(6, 6 + len(rest.events)))
+    assert first.text + rest.text == demo_reply(prompt)
+    assert rest.close["finish_reason"] == "stop"
+    # finished: both servers answer 204 to a resume after the close event
+    for server in (a, b):
+        done = httpx.get(server.url + "/chat/stream",
+                         headers={"Last-Event-ID": rest.events[-1].last_event_id})
+        assert done.status_code == 204
+
+
+def test_delete_on_another_server_cancels(pair) -> None:
+    a, b = pair
+    with open_stream(a.url + "/chat/stream?message=cancel+me+remotely") as resp:
+        stream_id = resp.headers["x-stream-id"]
+        body = b""
+        while not parse(body).events:
+            body += resp.read_chunk()
+        assert httpx.delete(f"{b.url}/chat/stream/{stream_id}").status_code == 204
+        body += resp.read_all()
+    events = parse(body).events
+    assert events[-1].type == "close"
+    assert json.loads(events[-1].data)["finish_reason"] == "cancelled"
+    assert httpx.delete(f"{b.url}/chat/stream/unknown-id-000").status_code == 404
