@@ -64,6 +64,20 @@ def create_app() -> Flask:
             with app.app_context():
                 sse.publish({"closed": name}, channel="closed")
 
+    @app.get("/ticking")
+    @sse_stream
+    def ticking() -> Any:
+        name = request.args["name"]
+        try:
+            n = 0
+            while True:
+                yield {"tick": n}
+                n += 1
+                time.sleep(0.2)
+        finally:
+            with app.app_context():
+                sse.publish({"closed": name}, channel="closed")
+
     @app.get("/context")
     @sse_stream
     def context() -> Any:
