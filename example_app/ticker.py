@@ -32,5 +32,6 @@ def _tick_forever(app: Flask, sse: SSE, interval: float) -> None:
 
 def start_ticker(app: Flask, sse: SSE, interval: float) -> None:
     """Run the ticker in a daemon thread (a greenlet under gunicorn's patched gevent)."""
-    threading.Thread(target=_tick_forever, args=(app, sse, interval), daemon=True,
-                     name="ticker").start()
+    threading.Thread(
+        target=_tick_forever, args=(app, sse, interval), daemon=True, name="ticker"
+    ).start()
