@@ -28,6 +28,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         OPENAI_API_KEY=None,
         OPENAI_MODEL="gpt-4o-mini",
         TICKER_INTERVAL=1.0,
+        SSE_RETRY_MS=1000,
     )
     app.config.from_prefixed_env()
     if config:
