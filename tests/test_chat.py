@@ -186,3 +186,16 @@ def test_authorize_hook_is_checked_on_start_resume_and_cancel() -> None:
         assert httpx.delete(f"{server.url}/ai/stream/{first.stream_id}").status_code == 401
         assert httpx.delete(f"{server.url}/ai/stream/{first.stream_id}",
                             headers=ok).status_code == 204
+
+        # a generation bound to alice: bob's resume and DELETE get nothing
+        alice, bob = {"Authorization": "Bearer alice"}, {"Authorization": "Bearer bob"}
+        hers = run_chat(server, "GET", "private", headers=alice, prefix="/ai")
+        mid = hers.events[3].last_event_id
+        stolen = run_chat(server, "GET", "x", headers={**bob, "Last-Event-ID": mid},
+                          prefix="/ai")
+        assert stolen.pieces == [] and stolen.close["finish_reason"] == "error"
+        assert httpx.delete(f"{server.url}/ai/stream/{hers.stream_id}",
+                            headers=bob).status_code == 404
+        again = run_chat(server, "GET", "x", headers={**alice, "Last-Event-ID": mid},
+                         prefix="/ai")
+        assert hers.text.endswith(again.text) and again.pieces

@@ -44,7 +44,7 @@ CHAT_DEFAULTS: dict[str, Any] = {
     "CHAT_QUEUE": 1024,
 }
 
-Authorize = Callable[[Request], bool]
+Authorize = Callable[[Request], "bool | str | None"]
 
 
 @dataclass
@@ -77,8 +77,11 @@ def create_chat_blueprint(
     authorize: Authorize | None = None,
     import_name: str = __name__,
 ) -> Blueprint:
-    """A blueprint streaming ``backend``'s replies. ``authorize(request) -> bool`` is
-    checked on every route (start, resume and cancel); false answers 401."""
+    """A blueprint streaming ``backend``'s replies. ``authorize(request)`` is checked on
+    every route (start, resume and cancel): false answers 401. Returning a user id (a
+    ``str``) instead of True also binds each generation to that user: another user's
+    stream id or Last-Event-ID then grants nothing (resume gets the "no longer available"
+    close, DELETE a 404)."""
     bp = Blueprint(name, import_name)
     state_key = f"flask_sse_stream.chat.{name}"
 
@@ -103,6 +106,16 @@ def create_chat_blueprint(
         registry: StreamRegistry = registry_for(app)
         registry.on_shutdown(generations.stop_all)
 
+    def identify() -> tuple[bool, str | None]:
+        """(allowed, user): ``authorize`` may return a user id instead of True, which
+        binds each generation to that user for resume and cancel."""
+        if authorize is None:
+            return True, None
+        verdict = authorize(request)
+        if not verdict:
+            return False, None
+        return True, verdict if isinstance(verdict, str) else None
+
     def state() -> ChatState:
         return current_app.extensions[state_key]  # type: ignore[no-any-return]
 
@@ -112,7 +125,8 @@ def create_chat_blueprint(
 
     @bp.route("/stream", methods=["GET", "POST"])
     def stream() -> Response:
-        if authorize is not None and not authorize(request):
+        allowed, user = identify()
+        if not allowed:
             return _error(401, "not authorized")
         chat = state()
         resume = parse_resume(last_event_id())
@@ -128,11 +142,11 @@ def create_chat_blueprint(
             stream_id = secrets.token_urlsafe(16)
             # Following from seq 0 gets whatever the generation wrote before this line as
             # the prelude, so no piece can be missed whichever runs first.
-            chat.generations.start(stream_id, messages)
-            follow = chat.generations.follow(stream_id, 0, mailbox)
+            chat.generations.start(stream_id, messages, user)
+            follow = chat.generations.follow(stream_id, 0, mailbox, user)
         else:
             stream_id = resume.stream_id
-            follow = chat.generations.follow(stream_id, resume.seq, mailbox)
+            follow = chat.generations.follow(stream_id, resume.seq, mailbox, user)
             if follow.status is FollowStatus.FINISHED:
                 return Response(status=204)
             if follow.status is FollowStatus.UNKNOWN:
@@ -145,9 +159,10 @@ def create_chat_blueprint(
 
     @bp.delete("/stream/<stream_id>")
     def cancel(stream_id: str) -> Response:
-        if authorize is not None and not authorize(request):
+        allowed, user = identify()
+        if not allowed:
             return _error(401, "not authorized")
-        if len(stream_id) > 64 or not state().generations.cancel(stream_id):
+        if len(stream_id) > 64 or not state().generations.cancel(stream_id, owner=user):
             return _error(404, "no such stream")
         return Response(status=204)
 

@@ -62,8 +62,12 @@ class GenerationStore(ABC):
     """Per-generation logs with fan-out to followers."""
 
     @abstractmethod
-    def create(self, stream_id: str) -> None:
-        """Start an empty log (owned by this process)."""
+    def create(self, stream_id: str, owner: str | None = None) -> None:
+        """Start an empty log (run by this process) for the user ``owner``."""
+
+    @abstractmethod
+    def owner_of(self, stream_id: str) -> str | None:
+        """The user a generation belongs to (None: no user, or unknown)."""
 
     @abstractmethod
     def append(self, stream_id: str, data: dict[str, Any], event: str | None = None) -> int:
@@ -99,9 +103,10 @@ class GenerationStore(ABC):
 
 
 class _Log:
-    __slots__ = ("chunks", "done", "followers")
+    __slots__ = ("chunks", "done", "followers", "owner")
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str | None) -> None:
+        self.owner = owner
         self.chunks: list[bytes] = []
         self.done = False
         self.followers: set[Mailbox] = set()
@@ -120,10 +125,15 @@ class MemoryGenerationStore(GenerationStore):
         while self._expiry and self._expiry[0][0] <= now:
             self._logs.pop(self._expiry.popleft()[1], None)
 
-    def create(self, stream_id: str) -> None:
+    def create(self, stream_id: str, owner: str | None = None) -> None:
         with self._lock:
             self._purge(time.monotonic())
-            self._logs[stream_id] = _Log()
+            self._logs[stream_id] = _Log(owner)
+
+    def owner_of(self, stream_id: str) -> str | None:
+        with self._lock:
+            entry = self._logs.get(stream_id)
+            return None if entry is None else entry.owner
 
     def append(self, stream_id: str, data: dict[str, Any], event: str | None = None) -> int:
         with self._lock:
@@ -178,6 +188,9 @@ class MemoryGenerationStore(GenerationStore):
             return self._logs[stream_id].chunks[seq - 1]
 
 
+ANY_OWNER = object()  # cancel() from inside (grace period, shutdown): no owner check
+
+
 class GenerationCancelled(Exception):
     """Raised inside a generation (thread mode) when it is cancelled."""
 
@@ -204,9 +217,11 @@ class Generations:
     def __len__(self) -> int:
         return len(self._running)
 
-    def start(self, stream_id: str, messages: list[dict[str, str]]) -> None:
+    def start(
+        self, stream_id: str, messages: list[dict[str, str]], owner: str | None = None
+    ) -> None:
         """Run the backend for ``messages`` in a new greenlet/thread, writing the log."""
-        self.store.create(stream_id)
+        self.store.create(stream_id, owner)
         running = _Running()
         with self._lock:
             self._running[stream_id] = running
@@ -247,8 +262,13 @@ class Generations:
             with self._lock:
                 self._running.pop(stream_id, None)
 
-    def follow(self, stream_id: str, after: int, mailbox: Mailbox) -> Follow:
-        """Follow a generation's log, counting followers for the grace period."""
+    def follow(
+        self, stream_id: str, after: int, mailbox: Mailbox, owner: str | None = None
+    ) -> Follow:
+        """Follow a generation's log, counting followers for the grace period. Another
+        user's generation is reported unknown: its id grants nothing."""
+        if self.store.owner_of(stream_id) != owner:
+            return Follow(FollowStatus.UNKNOWN)
         result = self.store.follow(stream_id, after, mailbox)
         running = self._running.get(stream_id)
         if result.status is not FollowStatus.LIVE or running is None:
@@ -282,8 +302,14 @@ class Generations:
                  self.grace)
         self.cancel(stream_id, wait=False)
 
-    def cancel(self, stream_id: str, *, wait: bool = True, reason: str = "cancelled") -> bool:
-        """Stop a generation (its close event says ``reason``). False if unknown."""
+    def cancel(
+        self, stream_id: str, *, wait: bool = True, reason: str = "cancelled",
+        owner: object = ANY_OWNER,
+    ) -> bool:
+        """Stop a generation (its close event says ``reason``). False if unknown (or
+        ``owner`` is given and the generation is someone else's)."""
+        if owner is not ANY_OWNER and self.store.owner_of(stream_id) != owner:
+            return False
         running = self._running.get(stream_id)
         if running is None:
             if self.store.request_cancel(stream_id):

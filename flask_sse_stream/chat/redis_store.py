@@ -141,13 +141,16 @@ class RedisGenerationStore(GenerationStore):
 
     # -- the owning process ------------------------------------------------------------
 
-    def create(self, stream_id: str) -> None:
+    def create(self, stream_id: str, owner: str | None = None) -> None:
         self._start_cancel_listener()
-        self.local.create(stream_id)
+        self.local.create(stream_id, owner)
         key = self.key(stream_id)
+        marker: dict[str, Any] = {"q": 0}  # makes the generation known everywhere
+        if owner is not None:
+            marker["o"] = owner
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                pipe.xadd(key, {"q": 0})  # marks the generation as known everywhere
+                pipe.xadd(key, marker)
                 pipe.expire(key, RUNNING_TTL)
                 pipe.execute()
         except _ERRORS as exc:
@@ -240,6 +243,16 @@ class RedisGenerationStore(GenerationStore):
         if reader is not None:
             with self.lock:
                 reader.followers.discard(follower)
+
+    def owner_of(self, stream_id: str) -> str | None:
+        if self.local.exists(stream_id):
+            return self.local.owner_of(stream_id)
+        try:
+            first = self.client.xrange(self.key(stream_id), count=1)
+        except _ERRORS as exc:
+            raise BrokerError(f"redis unavailable: {exc}") from exc
+        owner = first[0][1].get(b"o") if first else None
+        return None if owner is None else owner.decode()
 
     def exists(self, stream_id: str) -> bool:
         if self.local.exists(stream_id):

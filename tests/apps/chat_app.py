@@ -7,9 +7,12 @@ from flask import Flask, Request
 from flask_sse_stream import SSE
 from flask_sse_stream.chat import DemoBackend, create_chat_blueprint
 
+USERS = {"Bearer good": True, "Bearer alice": "alice", "Bearer bob": "bob"}
 
-def allowed(request: Request) -> bool:
-    return request.headers.get("Authorization") == "Bearer good"
+
+def allowed(request: Request) -> bool | str:
+    """True for an anonymous-but-allowed client, a user id for a known user."""
+    return USERS.get(request.headers.get("Authorization", ""), False)
 
 
 def create_app() -> Flask:
