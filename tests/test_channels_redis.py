@@ -19,13 +19,19 @@ def redis_command(port: int, *args: str) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(payload)
         data = b""
-        while not data.endswith(b"\r\n") or data.startswith(b"$") and data.count(b"\r\n") < 2:
+        while b"\r\n" not in data:
             data += sock.recv(65536)
-        return data
+        head, _, rest = data.partition(b"\r\n")
+        if head.startswith(b"$"):  # bulk string: read exactly its length
+            size = int(head[1:])
+            while len(rest) < size + 2:
+                rest += sock.recv(65536)
+            return rest[:size]
+        return head
 
 
 def client_count(port: int) -> int:
-    listing = redis_command(port, "CLIENT", "LIST").split(b"\r\n", 1)[1]
+    listing = redis_command(port, "CLIENT", "LIST")
     return sum(1 for line in listing.splitlines() if line.startswith(b"id="))
 
 
