@@ -8,11 +8,11 @@
   network drop in the middle of a streamed reply.
 - ``open_chat(...)``: a fresh page on the chat page, with the length of ``#reply`` recorded
   after every DOM change in ``window.__lengths`` (to see the reply grow piece by piece).
-- ``full_reply(...)``: the complete reply for a prompt, read straight from the server with
-  httpx, to compare the page against.
+- ``full_reply(prompt)``: the complete reply the demo backend gives for a prompt, to compare
+  the page against; ``read_stream(...)`` reads (or resumes) a chat stream with httpx.
 
-Test modules use them with ``from tests.browser import *`` (fixtures must be in the test
-module's namespace).
+A test module makes the fixtures visible to pytest by binding them at module level
+(``open_chat = browser.open_chat``), as tests/test_browser.py does.
 """
 
 from __future__ import annotations
@@ -29,7 +29,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Playwright,
+    sync_playwright,
+)
 
 from tests.servers import ROOT, Server, gunicorn_server
 
@@ -56,7 +63,11 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 # A token every 50 ms: slow enough to watch (and to interrupt), fast enough for a test.
-SERVER_ENV = {"FLASK_CHAT_DEMO_DELAY": "0.05", "FLASK_SSE_RETRY_MS": "300"}
+SERVER_ENV = {
+    "FLASK_CHAT_DEMO_DELAY": "0.05",
+    "FLASK_SSE_RETRY_MS": "300",  # reconnect quickly after the simulated network drop
+    "FLASK_TICKER_INTERVAL": "1",  # tests/conftest.py turns the ticker off by default
+}
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
 
 # Records every distinct length of #reply (the reply being written) in window.__lengths.
@@ -118,27 +129,29 @@ class ChatPage:
         self.page.press("#message", "Enter")
 
     @property
-    def reply(self):  # noqa: ANN201 - a Locator
+    def reply(self) -> Locator:
         return self.page.locator("#reply")
 
     def reply_text(self) -> str:
         return str(self.page.eval_on_selector("#reply", "el => el.textContent"))
 
     def lengths(self) -> list[int]:
-        return list(self.page.evaluate("window.__lengths"))
+        return list(self.page.evaluate("() => window.__lengths"))
 
     def wait_for_length(self, n: int, timeout: float = 20_000) -> None:
         """Wait until the reply being written has at least ``n`` characters."""
         self.page.wait_for_function(
             "n => (document.getElementById('reply')?.textContent.length ?? 0) >= n",
-            arg=n, timeout=timeout,
+            arg=n,
+            timeout=timeout,
         )
 
     def wait_for_state(self, *states: str, timeout: float = 30_000) -> str:
         """Wait until ``#reply`` has ended in one of ``states``; return the state."""
         self.page.wait_for_function(
             "states => states.includes(document.getElementById('reply')?.dataset.state)",
-            arg=list(states), timeout=timeout,
+            arg=list(states),
+            timeout=timeout,
         )
         return str(self.reply.get_attribute("data-state"))
 
@@ -154,8 +167,7 @@ def open_chat(chromium: Browser, chat_server: Server) -> Iterator[Callable[..., 
 
     def open_(base_url: str | None = None, **context_options: object) -> ChatPage:
         base_url = base_url or chat_server.url
-        context = chromium.new_context(viewport={"width": 1100, "height": 760},
-                                       **context_options)  # type: ignore[arg-type]
+        context = chromium.new_context(viewport={"width": 1100, "height": 760}, **context_options)  # type: ignore[arg-type]
         contexts.append(context)
         context.add_init_script(RECORD_LENGTHS)
         page = context.new_page()
@@ -164,7 +176,7 @@ def open_chat(chromium: Browser, chat_server: Server) -> Iterator[Callable[..., 
         page.on("pageerror", lambda exc: chat.page_errors.append(str(exc)))
         page.on("console", lambda msg: _log_console(chat, msg))
         page.goto(base_url + "/")
-        page.wait_for_function("document.getElementById('status')?.dataset.state === 'idle'")
+        page.wait_for_function("() => document.getElementById('status')?.dataset.state === 'idle'")
         pages.append(chat)
         return chat
 
@@ -198,8 +210,13 @@ class StreamResult:
         return closes[-1] if closes else None
 
 
-def read_stream(base_url: str, message: str | None = None, *, last_event_id: str | None = None,
-                timeout: float = 60.0) -> StreamResult:
+def read_stream(
+    base_url: str,
+    message: str | None = None,
+    *,
+    last_event_id: str | None = None,
+    timeout: float = 60.0,
+) -> StreamResult:
     """POST to the chat stream and read it to the end (or resume with ``last_event_id``)."""
     from httpx_sse import EventSource
 
@@ -208,9 +225,10 @@ def read_stream(base_url: str, message: str | None = None, *, last_event_id: str
         headers["Last-Event-ID"] = last_event_id
     events: list[tuple[str, str, str]] = []
     body = {"message": message if message is not None else "resume"}
-    with httpx.Client(timeout=timeout) as client, client.stream(
-        "POST", base_url + "/chat/stream", json=body, headers=headers
-    ) as response:
+    with (
+        httpx.Client(timeout=timeout) as client,
+        client.stream("POST", base_url + "/chat/stream", json=body, headers=headers) as response,
+    ):
         if response.status_code != 200:
             response.read()
             return StreamResult(response.status_code, events)
@@ -221,12 +239,11 @@ def read_stream(base_url: str, message: str | None = None, *, last_event_id: str
     return StreamResult(200, events)
 
 
-def full_reply(base_url: str, message: str) -> str:
+def full_reply(message: str) -> str:
     """The whole reply the demo backend gives for ``message`` (it is deterministic)."""
-    result = read_stream(base_url, message)
-    assert result.status == 200, result
-    assert result.close and result.close["finish_reason"] == "stop", result.close
-    return result.text
+    from flask_sse_stream.chat import DemoBackend
+
+    return DemoBackend.reply_for([{"role": "user", "content": message}])
 
 
 # --- a TCP proxy that can drop connections ------------------------------------------------
@@ -282,16 +299,16 @@ class TcpProxy:
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
-            dst.shutdown(socket.SHUT_WR)  # pass on a clean half-close
         except OSError:
             pass
-        finally:
-            with self.lock:
-                gone = src in self.sockets
-                self.sockets.discard(src)
-            if gone:
-                with suppress(OSError):
-                    src.close()
+        with self.lock:
+            dropped = src not in self.sockets
+            self.sockets.discard(src)
+        if not dropped:
+            with suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)  # pass on a clean half-close
+        with suppress(OSError):
+            src.close()  # after drop() (SO_LINGER 0) this sends a reset
 
     def drop(self) -> int:
         """Reset every open connection now; return how many were cut."""
@@ -299,7 +316,11 @@ class TcpProxy:
             victims = list(self.sockets)
             self.sockets.clear()
         for sock in victims:
-            _reset(sock)
+            with suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # Wakes the pump thread blocked in recv(); it closes the socket (a close
+                # from here would wait for that recv() to return before anything is sent).
+                sock.shutdown(socket.SHUT_RD)
         self.dropped += len(victims) // 2
         return len(victims) // 2
 

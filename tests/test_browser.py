@@ -7,20 +7,20 @@ fetch-based client in example_app/static/sse-client.js.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
 
-from tests.browser import (  # noqa: F401 - fixtures are used by name
-    SCREENSHOT,
-    chat_server,
-    chromium,
-    full_reply,
-    open_chat,
-    playwright_instance,
-    proxy,
-    read_stream,
-)
+from tests import browser
+from tests.browser import SCREENSHOT, full_reply, read_stream
+
+# The fixtures of tests/browser.py, made visible to pytest in this module.
+playwright_instance = browser.playwright_instance
+chromium = browser.chromium
+chat_server = browser.chat_server
+proxy = browser.proxy
+open_chat = browser.open_chat
 
 MODES = ["get", "post"]
 # The demo backend echoes the prompt, so a longer prompt gives a longer reply: long enough
@@ -42,9 +42,9 @@ def distinct_increasing(lengths: list[int]) -> list[int]:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_reply_grows_piece_by_piece(open_chat, chat_server, mode):
+def test_reply_grows_piece_by_piece(open_chat, mode):
     prompt = f"Hello over {mode.upper()}, how are you?"
-    expected = full_reply(chat_server.url, prompt)
+    expected = full_reply(prompt)
     chat = open_chat()
 
     chat.send(prompt, mode)
@@ -67,14 +67,14 @@ def test_reply_grows_piece_by_piece(open_chat, chat_server, mode):
     assert chat.page.is_enabled("#send") and chat.page.is_disabled("#stop")
 
 
-def test_both_modes_side_by_side(open_chat, chat_server):
+def test_both_modes_side_by_side(open_chat):
     """One page, one reply over GET and one over POST, each labelled with its transport."""
     chat = open_chat()
     for mode in MODES:
         prompt = f"Same question via {mode}"
         chat.send(prompt, mode)
         chat.wait_for_state("done")
-        assert chat.reply_text() == full_reply(chat_server.url, prompt)
+        assert chat.reply_text() == full_reply(prompt)
     replies = chat.page.locator("#transcript .turn.assistant")
     assert replies.count() == 2
     assert [replies.nth(i).get_attribute("data-mode") for i in range(2)] == MODES
@@ -83,7 +83,7 @@ def test_both_modes_side_by_side(open_chat, chat_server):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_stop_stops_the_reply(open_chat, chat_server, mode):
-    expected = full_reply(chat_server.url, LONG_PROMPT)
+    expected = full_reply(LONG_PROMPT)
     chat = open_chat()
     chat.send(LONG_PROMPT, mode)
     chat.wait_for_length(20)
@@ -94,7 +94,7 @@ def test_stop_stops_the_reply(open_chat, chat_server, mode):
     stopped_at = chat.reply_text()
     assert 0 < len(stopped_at) < len(expected)
     assert expected.startswith(stopped_at)
-    chat.page.wait_for_function("document.getElementById('reply').dataset.deleteStatus")
+    chat.page.wait_for_function("() => document.getElementById('reply').dataset.deleteStatus")
     data = chat.dataset()
     assert data["deleteStatus"] == "204"
     assert chat.page.locator("#status").get_attribute("data-state") == "stopped"
@@ -114,15 +114,15 @@ def test_stop_stops_the_reply(open_chat, chat_server, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_resume_after_dropped_connection(open_chat, chat_server, proxy, mode):
-    expected = full_reply(chat_server.url, LONG_PROMPT)
+def test_resume_after_dropped_connection(open_chat, proxy, mode):
+    expected = full_reply(LONG_PROMPT)
     chat = open_chat(proxy.url)
     chat.send(LONG_PROMPT, mode)
     chat.wait_for_length(30)
 
     with proxy.outage():  # every connection is reset; new ones are refused for now
         chat.page.wait_for_function(
-            "document.getElementById('status').dataset.state === 'reconnecting'"
+            "() => document.getElementById('status').dataset.state === 'reconnecting'"
         )
         at_drop = chat.reply_text()
     assert len(at_drop) < len(expected), "the reply ended before the drop: use a longer prompt"
@@ -138,7 +138,7 @@ def test_resume_after_dropped_connection(open_chat, chat_server, proxy, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_html_in_message_and_reply_is_text(open_chat, chat_server, mode):
+def test_html_in_message_and_reply_is_text(open_chat, mode):
     # bypass_csp: the page's Content-Security-Policy would block inline scripts anyway;
     # switch it off to prove the page never turns text into HTML in the first place.
     chat = open_chat(bypass_csp=True)
@@ -148,24 +148,27 @@ def test_html_in_message_and_reply_is_text(open_chat, chat_server, mode):
     assert chat.page.locator("#transcript .turn.user .bubble").last.text_content() == XSS
     reply = chat.reply_text()
     assert XSS in reply
-    assert reply == full_reply(chat_server.url, XSS)
+    assert reply == full_reply(XSS)
     assert chat.page.locator("#transcript img, #transcript script").count() == 0
-    assert chat.page.evaluate("typeof window.__pwned") == "undefined"
+    assert chat.page.evaluate("() => typeof window.__pwned") == "undefined"
     assert chat.page.get_by_text(XSS).count() >= 1  # visible, literally
 
 
 def test_ticker_updates_live(open_chat):
     chat = open_chat()
     page = chat.page
-    page.wait_for_function("/^\\d+$/.test(document.getElementById('ticker-tick').textContent)")
+    page.wait_for_function(
+        "() => /^\\d+$/.test(document.getElementById('ticker-tick').textContent)"
+    )
     first = int(page.text_content("#ticker-tick") or "0")
     page.wait_for_function(
-        "n => Number(document.getElementById('ticker-tick').textContent) > n", arg=first,
+        "n => Number(document.getElementById('ticker-tick').textContent) > n",
+        arg=first,
         timeout=10_000,
     )
     assert page.locator("#ticker").get_attribute("data-state") == "live"
     assert (page.text_content("#ticker-streams") or "").isdigit()
-    assert page.text_content("#ticker-time") not in ("", "–")
+    assert re.fullmatch(r"\d\d?:\d\d:\d\d.*", page.text_content("#ticker-time") or "")
 
 
 def test_error_response_is_shown_post(open_chat):
@@ -186,8 +189,9 @@ def test_json_error_is_shown(open_chat, mode):
     chat = open_chat()
     chat.page.route(
         "**/chat/stream*",
-        lambda route: route.fulfill(status=429, content_type="application/json",
-                                    body='{"error": "slow down <b>please</b>"}'),
+        lambda route: route.fulfill(
+            status=429, content_type="application/json", body='{"error": "slow down <b>please</b>"}'
+        ),
     )
     chat.send("hello", mode)
 
@@ -195,25 +199,152 @@ def test_json_error_is_shown(open_chat, mode):
     assert chat.page.text_content("#error") == "slow down <b>please</b>"
 
 
-def test_screenshot_mid_reply(open_chat, chat_server, tmp_path):
+def test_screenshot_mid_reply(open_chat, tmp_path):
     """A picture of the page with a reply half-written (for the README and the docs).
 
     It is written to docs/screenshot.png when that file is missing or when
     UPDATE_SCREENSHOT=1; otherwise to a temporary directory, so runs leave git clean.
     """
-    expected = full_reply(chat_server.url, LONG_PROMPT)
+    prompt = "How does Last-Event-ID let a dropped stream resume where it stopped?"
+    expected = full_reply(prompt)
     chat = open_chat()
     chat.send("What is SSE, in one sentence?", "get")
     chat.wait_for_state("done")
-    chat.send(LONG_PROMPT, "post")
+    chat.send(prompt, "post")
     chat.wait_for_length(len(expected) // 2)
-    chat.page.wait_for_function("/^\\d+$/.test(document.getElementById('ticker-tick').textContent)")
+    chat.page.wait_for_function(
+        "() => /^\\d+$/.test(document.getElementById('ticker-tick').textContent)"
+    )
 
     path = tmp_path / "screenshot.png"
-    chat.page.screenshot(path=str(path))
+    chat.page.screenshot(path=str(path), animations="disabled")  # caret shown, not blinking
 
     assert chat.reply.get_attribute("data-state") == "streaming"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("UPDATE_SCREENSHOT") == "1" or not SCREENSHOT.exists():
         shutil.copyfile(path, SCREENSHOT)
     chat.page.click("#stop")
+
+
+# --- the fetch-based client (static/sse-client.js) on its own -----------------------------
+
+PARSER_CASES = [
+    # (chunks fed one by one, expected [(type, data, lastEventId)], expected retry)
+    (["data: a\r", "\ndata: b\r\n\r\n"], [("message", "a\nb", "")], None),  # CRLF split
+    (["data:x\rdata: y\r\r"], [("message", "x\ny", "")], None),  # CR line endings
+    ([": heartbeat\n", "data: 1\n", "\n"], [("message", "1", "")], None),  # comment
+    (["event: close\nid: s:4\ndata: {}\n\n"], [("close", "{}", "s:4")], None),
+    (["id: 7\n\n", "data: q\n\n"], [("message", "q", "7")], None),  # the id persists
+    (["id: a\0b\ndata: z\n\n"], [("message", "z", "")], None),  # an id with NUL is ignored
+    (["event: foo\n\n", "data: bar\n\n"], [("message", "bar", "")], None),  # no data: no event
+    (["data\n\n"], [("message", "", "")], None),  # a field name alone: empty value
+    (["data:  two\n\n"], [("message", " two", "")], None),  # only one space is stripped
+    (["dat", "a: split fi", "eld\n", "\n"], [("message", "split field", "")], None),
+    (["unknown: x\ndata: ok\n\n"], [("message", "ok", "")], None),
+    (["id: s:1\ndata: done\n\nid: s:2\ndata: tail"], [("message", "done", "s:1")], None),
+    (["retry: 1500\nretry: 2x\n"], [], 1500),  # only ASCII digits count
+]
+
+
+def test_sse_client_parses_per_whatwg(open_chat):
+    chat = open_chat()
+    results = chat.page.evaluate(
+        """async (cases) => {
+          const { EventStreamParser } = await import("/static/sse-client.js");
+          return cases.map((chunks) => {
+            const events = [];
+            let retry = null;
+            const parser = new EventStreamParser({
+              onEvent: (e) => events.push([e.type, e.data, e.lastEventId]),
+              onRetry: (ms) => (retry = ms),
+            });
+            chunks.forEach((chunk) => parser.feed(chunk));
+            return { events, retry };
+          });
+        }""",
+        [chunks for chunks, _, _ in PARSER_CASES],
+    )
+    for (chunks, events, retry), got in zip(PARSER_CASES, results, strict=True):
+        assert [tuple(e) for e in got["events"]] == events, chunks
+        assert got["retry"] == retry, chunks
+
+
+RUN_SOURCE = """async ({ closeOnClose }) => {
+  const { FetchEventSource } = await import("/static/sse-client.js");
+  const source = new FetchEventSource("/scripted-stream", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ message: "hi" }),
+  });
+  const log = [];
+  return await new Promise((resolve) => {
+    source.addEventListener("message", (e) => log.push(["message", e.data, e.lastEventId]));
+    source.addEventListener("close", (e) => {
+      log.push(["close", e.data, e.lastEventId]);
+      if (closeOnClose) {
+        source.close();
+        resolve({ log, readyState: source.readyState });
+      }
+    });
+    source.addEventListener("error", (e) => {
+      log.push(["error", source.readyState, e.detail?.status ?? null, e.detail?.message ?? null]);
+      if (source.readyState === 2) resolve({ log, readyState: source.readyState });
+    });
+  });
+}"""
+
+
+def scripted_stream(page, responses):
+    """Answer /scripted-stream with ``responses`` in turn; return the requests seen."""
+    requests = []
+
+    def handle(route):
+        request = route.request
+        requests.append((request.method, request.headers, request.post_data))
+        status, body = responses[len(requests) - 1]
+        content_type = "text/event-stream" if status == 200 else "application/json"
+        route.fulfill(status=status, body=body, content_type=content_type)
+
+    page.route("**/scripted-stream", handle)
+    return requests
+
+
+@pytest.mark.parametrize("close_on_close", [True, False])
+def test_sse_client_resumes_with_last_event_id_and_stops(open_chat, close_on_close):
+    chat = open_chat()
+    requests = scripted_stream(
+        chat.page,
+        [
+            # The body ends after two events, without a close: a broken stream.
+            (200, 'retry: 20\n: hi\nid: s:1\ndata: {"n":1}\n\nid: s:2\ndata: {"n":2}\n\n'),
+            (200, 'id: s:3\ndata: {"n":3}\n\nevent: close\nid: s:4\ndata: {"done":1}\n\n'),
+            (204, ""),  # only reached when the page does not close() on the close event
+            (500, '{"error": "a finished request must never be sent again"}'),
+        ],
+    )
+    result = chat.page.evaluate(RUN_SOURCE, {"closeOnClose": close_on_close})
+
+    expected = [
+        ["message", '{"n":1}', "s:1"],
+        ["message", '{"n":2}', "s:2"],
+        ["error", 0, 0, "connection lost"],  # readyState CONNECTING: it will resume
+        ["message", '{"n":3}', "s:3"],
+        ["close", '{"done":1}', "s:4"],
+    ]
+    if not close_on_close:
+        expected += [["error", 0, 0, "connection lost"], ["error", 2, 204, result["log"][-1][3]]]
+    assert result["log"] == expected
+    assert result["readyState"] == 2
+    assert len(requests) == (2 if close_on_close else 3)
+    for i, (method, headers, body) in enumerate(requests):
+        assert (method, body) == ("POST", '{"message":"hi"}')  # the same request each time
+        assert headers["accept"] == "text/event-stream"
+        assert headers.get("last-event-id") == [None, "s:2", "s:4"][i]
+
+
+def test_sse_client_reports_http_errors_without_retrying(open_chat):
+    chat = open_chat()
+    requests = scripted_stream(chat.page, [(413, '{"error": "message too long"}')] * 2)
+    result = chat.page.evaluate(RUN_SOURCE, {"closeOnClose": True})
+    assert result["log"] == [["error", 2, 413, "message too long"]]
+    assert len(requests) == 1

@@ -150,6 +150,9 @@ class Exchange {
   }
 
   onOpen() {
+    // fetch() can read the response headers: the stream id is known before any event,
+    // so Stop can cancel a generation that has not produced its first piece yet.
+    this.streamId ||= this.source.headers?.get("X-Stream-ID") || "";
     if (this.dropped) this.stats.reconnects += 1;
     this.opened = true;
     this.dropped = false;
@@ -310,7 +313,7 @@ function startTicker() {
     status.textContent = text;
   };
   source.addEventListener("open", () => set("live", "live"));
-  source.addEventListener("message", (e) => {
+  const show = (e) => {
     const data = parseJSON(e.data) || {};
     const time = new Date(data.time);
     $("ticker-tick").textContent = String(data.tick ?? "–");
@@ -323,7 +326,10 @@ function startTicker() {
     box.classList.remove("pulse");
     void box.offsetWidth; // restart the CSS animation
     box.classList.add("pulse");
-  });
+  };
+  // The example app publishes with event="tick"; plain messages are shown the same way.
+  source.addEventListener("tick", show);
+  source.addEventListener("message", show);
   // After a reconnect the server says whether it could replay everything we missed.
   source.addEventListener("reset", () => set("live", "live (resynced: some ticks were missed)"));
   source.addEventListener("error", () => {

@@ -170,6 +170,7 @@ export class FetchEventSource extends EventTarget {
       if (!(await this.accept(response))) return;
 
       this.readyState = OPEN;
+      this.headers = response.headers; // unlike EventSource, the headers can be read
       this.emit(new Event("open"));
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       for (;;) {
