@@ -27,6 +27,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         OPENAI_BASE_URL=None,
         OPENAI_API_KEY=None,
         OPENAI_MODEL="gpt-4o-mini",
+        OPENAI_TIMEOUT=60.0,
         TICKER_INTERVAL=1.0,
         SSE_RETRY_MS=1000,
     )
@@ -59,5 +60,6 @@ def make_backend(app: Flask) -> ChatBackend:
             base_url=app.config["OPENAI_BASE_URL"],
             api_key=app.config["OPENAI_API_KEY"],
             model=str(app.config["OPENAI_MODEL"]),
+            timeout=float(app.config["OPENAI_TIMEOUT"]),
         )
     raise ValueError(f"CHAT_BACKEND must be 'demo' or 'openai', not {kind!r}")
