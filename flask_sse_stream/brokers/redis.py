@@ -142,11 +142,12 @@ class RedisBroker(Broker):
     ) -> None:
         self.history_size = history_size
         self.key_prefix = key_prefix
-        self.client = redis.Redis.from_url(
+        # Any: redis-py's own hints change between releases (and with decode_responses)
+        self.client: Any = redis.Redis.from_url(
             url, socket_connect_timeout=connect_timeout, socket_timeout=timeout
         )
         # Readers block in XREAD for BLOCK_MS: their socket timeout must be longer.
-        self.reader_client = redis.Redis.from_url(
+        self.reader_client: Any = redis.Redis.from_url(
             url,
             socket_connect_timeout=connect_timeout,
             socket_timeout=BLOCK_MS / 1000 + timeout,

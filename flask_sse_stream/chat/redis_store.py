@@ -122,12 +122,13 @@ class RedisGenerationStore(GenerationStore):
         self.retention = retention
         self.listen_ttl = listen_ttl
         self.key_prefix = key_prefix
-        self.client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-        self.reader_client = redis.Redis.from_url(
+        # Any: redis-py's own hints change between releases (and with decode_responses)
+        self.client: Any = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self.reader_client: Any = redis.Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=BLOCK_MS / 1000 + 5
         )
         # pub/sub waits indefinitely for messages: no read timeout, keepalive on
-        self.pubsub_client = redis.Redis.from_url(
+        self.pubsub_client: Any = redis.Redis.from_url(
             url, socket_connect_timeout=2, socket_keepalive=True
         )
         self.local = MemoryGenerationStore(retention)
@@ -292,7 +293,7 @@ class RedisGenerationStore(GenerationStore):
             try:
                 pubsub = self.pubsub_client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.key_prefix + "cancel")
-                for message in pubsub.listen():  # type: ignore[no-untyped-call]
+                for message in pubsub.listen():
                     stream_id = message["data"].decode()
                     if self._cancel_callback is not None and self.local.exists(stream_id):
                         self._cancel_callback(stream_id)
