@@ -208,9 +208,9 @@ class StreamBody:
             if chunks is None:
                 if self._poll_sock is not None and _concurrency.peer_closed(self._poll_sock):
                     return self._finish(CloseReason.DISCONNECTED, [])
-                if heartbeat is not None:
+                if heartbeat is not None and timeout == heartbeat:
                     return HEARTBEAT
-                continue
+                continue  # woken by the lifetime deadline: the loop's top ends the stream
             if chunks[-1] is END:
                 chunks.pop()
                 return self._finish(mailbox.reason or CloseReason.FINISHED, chunks)

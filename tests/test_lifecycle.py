@@ -105,7 +105,8 @@ def test_stream_lifetime_limit_hands_the_client_a_retry() -> None:
     with gunicorn_server(env=env) as server:
         with open_stream(server.url + "/stream?channel=ticker") as resp:
             body = resp.read_all()  # ends by itself after about a second
-        assert body.startswith(b": ok\n")
+        assert body.startswith(b"retry: 1000\n")  # the example app's SSE_RETRY_MS
+        assert b": ping" not in body  # the deadline is not mistaken for a heartbeat
         assert body.rstrip(b"\n").rsplit(b"\n", 1)[-1].startswith(b"retry: ")
         health = json.loads(httpx.get(server.url + "/healthz").text)
         assert health["ok"]
