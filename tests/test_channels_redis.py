@@ -102,6 +102,11 @@ def test_redis_restart_subscribers_recover_and_nothing_hangs() -> None:
                               timeout=30)
             assert down.status_code == 503 and "redis" in down.json()["error"]
             assert sub.resp.read_chunk().startswith(b":")  # still heartbeating
+            # a new subscriber gets a stream that ends at once with a retry: hint
+            # (a 503 would make EventSource give up for good)
+            with Subscriber(app, "restart") as late:
+                tail = late.read_to_end()
+            assert tail.rstrip(b"\n").rsplit(b"\n", 1)[-1].startswith(b"retry: ")
             with redis_server(port=port):
                 # the reader reconnects with back-off; publish until the subscriber sees one
                 for n in range(2, 200):
