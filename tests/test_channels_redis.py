@@ -102,9 +102,9 @@ def test_redis_restart_subscribers_recover_and_nothing_hangs() -> None:
                               timeout=30)
             assert down.status_code == 503 and "redis" in down.json()["error"]
             assert sub.resp.read_chunk().startswith(b":")  # still heartbeating
-            # a new subscriber gets a stream that ends at once with a retry: hint
-            # (a 503 would make EventSource give up for good)
-            with Subscriber(app, "restart") as late:
+            # a subscriber to a channel without a reader here gets a stream that ends at
+            # once with a retry: hint (a 503 would make EventSource give up for good)
+            with Subscriber(app, "restart-other") as late:
                 tail = late.read_to_end()
             assert tail.rstrip(b"\n").rsplit(b"\n", 1)[-1].startswith(b"retry: ")
             with redis_server(port=port):
