@@ -34,7 +34,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 STREAMS_PER_SOURCE = 20_000  # stay well below the 28k ephemeral ports per source address
@@ -130,10 +130,9 @@ class SSEProtocol(asyncio.Protocol):
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.swarm.alive.add(self)
-        transport.write(self.swarm.request)
+        self.transport.write(self.swarm.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         swarm = self.swarm
@@ -487,8 +486,10 @@ def _dechunk_all(payload: bytes) -> bytes:
     return b"".join(out)
 
 
-async def _demo(host: str, port: int, path: str, n: int, seconds: float) -> dict[str, Any]:
-    swarm = Swarm(host, port, path, sources=source_addresses(n))
+async def _demo(
+    host: str, port: int, path: str, n: int, seconds: float, sources: int
+) -> dict[str, Any]:
+    swarm = Swarm(host, port, path, sources=source_addresses(n, minimum=sources))
     t0 = time.monotonic()
     await swarm.open(n)
     await swarm.wait_until(lambda: swarm.connected + swarm.failed >= n, 30)
@@ -496,6 +497,7 @@ async def _demo(host: str, port: int, path: str, n: int, seconds: float) -> dict
     await asyncio.sleep(seconds)
     result = swarm.summary()
     result["open_seconds"] = round(opened, 3)
+    result["sources"] = swarm.sources
     swarm.close_all()
     await asyncio.sleep(0.2)
     return result
@@ -508,6 +510,7 @@ def main() -> None:
     parser.add_argument("url", help="http://127.0.0.1:PORT/path")
     parser.add_argument("-n", type=int, default=100)
     parser.add_argument("-t", "--seconds", type=float, default=5.0)
+    parser.add_argument("--sources", type=int, default=1, help="at least this many addresses")
     args = parser.parse_args()
     from urllib.parse import urlsplit
 
@@ -518,7 +521,11 @@ def main() -> None:
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
     raise_nofile_limit()
     install_uvloop()
-    print(json.dumps(asyncio.run(_demo(host, url.port or 80, path, args.n, args.seconds))))
+    print(
+        json.dumps(
+            asyncio.run(_demo(host, url.port or 80, path, args.n, args.seconds, args.sources))
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,701 @@
+"""Benchmark runner: flask-sse-stream against its peers, on loopback, in one run.
+
+    python bench/run.py                 # full run (~15 min), 3 repeats, every server
+    python bench/run.py --quick         # smoke run (< 60 s), tiny numbers
+    python bench/run.py --scenarios fanout --servers sse-starlette,ours-mem --repeat 5
+
+For every repeat, for every server, for every scenario group: start the server (and a
+throwaway redis-server when it needs one) on a free loopback port, wait until it
+answers, run ``bench/drive.py`` in its own process (so client CPU never counts against
+the server), stop everything. Servers are interleaved inside each repeat, so slow drift
+of a noisy machine hits all of them alike; ratios are computed within each repeat (same
+run) and the median over repeats is reported, next to median absolute numbers.
+
+Writes ``bench/results/latest.json`` (everything) and ``bench/results/bench.png``, prints
+Markdown tables, and exits non-zero if any scenario failed outright.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SERVERS_DIR = BENCH / "servers"
+SCENARIOS = ("idle", "fanout", "chat", "churn", "redis")
+PEERS = ("sse-starlette", "flask-sse")
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    kind: str  # "gunicorn" | "uvicorn"
+    app: str  # module:attr in bench/servers
+    workers: int = 1
+    redis: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    silent_until_event: bool = False  # sends nothing, not even headers, before an event
+    broadcast_across_workers: bool = True  # False: fan-out only reaches one worker
+    ours: bool = False
+    note: str = ""
+
+
+SERVER_SPECS: dict[str, ServerSpec] = {
+    s.name: s
+    for s in [
+        ServerSpec("sse-starlette", "uvicorn", "sse_starlette_app:app", note="uvicorn+uvloop"),
+        ServerSpec(
+            "flask-sse",
+            "gunicorn",
+            "flask_sse_app:app",
+            redis=True,
+            silent_until_event=True,
+            note="gunicorn gevent + Redis pub/sub",
+        ),
+        ServerSpec("bare-gevent", "gunicorn", "bare_gevent_app:app", note="ceiling"),
+        ServerSpec(
+            "ours-mem",
+            "gunicorn",
+            "ours_app:app",
+            env={"BENCH_BROKER_URL": "memory://"},
+            ours=True,
+        ),
+        ServerSpec(
+            "ours-mem-2w",
+            "gunicorn",
+            "ours_app:app",
+            workers=2,
+            env={"BENCH_BROKER_URL": "memory://"},
+            broadcast_across_workers=False,
+            ours=True,
+            note="memory broker is per process: no fan-out",
+        ),
+        ServerSpec("ours-redis", "gunicorn", "ours_app:app", redis=True, ours=True),
+        ServerSpec("ours-redis-2w", "gunicorn", "ours_app:app", workers=2, redis=True, ours=True),
+    ]
+}
+QUICK_SERVERS = ("sse-starlette", "flask-sse", "bare-gevent", "ours-mem", "ours-redis")
+REDIS_SERVERS = ("flask-sse", "ours-mem", "ours-redis", "ours-redis-2w")
+
+FULL_PARAMS: dict[str, Any] = {
+    "heartbeat": 3.0,
+    "idle_streams": 5_000,
+    # (subscribers, burst events, closed-loop latency events, gap between them in s)
+    "fanout": [(1_000, 100, 20, 0.02), (10_000, 10, 5, 0.05)],
+    "chat_streams": [250, 1_000],
+    "chat_tokens": 20,
+    "chat_rate": 20.0,
+    "churn_seconds": 3.0,
+    "churn_concurrency": 50,
+    "notice_streams": 1_000,
+    "driver_timeout": 900,
+}
+QUICK_PARAMS: dict[str, Any] = {
+    "heartbeat": 0.5,
+    "idle_streams": 50,
+    "fanout": [(50, 200, 10, 0.01)],
+    "chat_streams": [20],
+    "chat_tokens": 10,
+    "chat_rate": 20.0,
+    "churn_seconds": 1.0,
+    "churn_concurrency": 10,
+    "notice_streams": 20,
+    "driver_timeout": 90,
+}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def raise_nofile_limit() -> int:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(port: int, proc: subprocess.Popen[bytes], path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early with {proc.returncode}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            status = conn.getresponse().status
+            conn.close()
+            if status == 200:
+                return
+            last = f"HTTP {status}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.05)  # polling a port that has no event to await
+    raise TimeoutError(f"server on {port} not ready after {timeout}s ({last})")
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited early with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM the process we started, then SIGKILL it and its children if needed."""
+    if proc.poll() is not None:
+        return
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
+@dataclass
+class Running:
+    port: int
+    pid: int
+    redis: dict[str, Any] | None
+
+
+@contextlib.contextmanager
+def serve(spec: ServerSpec, heartbeat: float, log_dir: Path) -> Iterator[Running]:
+    procs: list[subprocess.Popen[bytes]] = []
+    tmp = tempfile.mkdtemp(prefix="bench-redis-")
+    try:
+        env = dict(os.environ)
+        env.update(spec.env)
+        env["BENCH_HEARTBEAT"] = str(heartbeat)
+        env["BENCH_WORKERS"] = str(spec.workers)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(SERVERS_DIR)])
+        env["PYTHONUNBUFFERED"] = "1"
+        redis_info = None
+        if spec.redis:
+            rport = free_port()
+            rlog = open(log_dir / f"{spec.name}.redis.log", "ab")  # noqa: SIM115
+            rproc = subprocess.Popen(
+                [
+                    shutil.which("redis-server") or "redis-server",
+                    "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--protected-mode", "no", "--dir", tmp,
+                    "--maxclients", "19000", "--loglevel", "warning",
+                ],
+                stdout=rlog, stderr=subprocess.STDOUT, cwd=tmp,
+            )  # fmt: skip
+            procs.append(rproc)
+            wait_port(rport, rproc, 15)
+            redis_url = f"redis://127.0.0.1:{rport}/0"
+            env["BENCH_REDIS_URL"] = redis_url
+            if spec.ours:
+                env["BENCH_BROKER_URL"] = redis_url
+            redis_info = {"port": rport, "pid": rproc.pid}
+        port = free_port()
+        if spec.kind == "uvicorn":
+            cmd = [
+                sys.executable, "-m", "uvicorn", spec.app, "--app-dir", str(SERVERS_DIR),
+                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                "--no-access-log", "--backlog", "4096", "--workers", str(spec.workers),
+            ]  # fmt: skip
+        else:
+            cmd = [
+                sys.executable, "-m", "gunicorn", "-c", str(SERVERS_DIR / "gunicorn_bench.py"),
+                "--chdir", str(SERVERS_DIR), "-b", f"127.0.0.1:{port}", spec.app,
+            ]  # fmt: skip
+        log = open(log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        procs.append(proc)
+        wait_http(port, proc, "/stats", 30)
+        if spec.workers > 1:  # every worker up (each answers /stats on its own)
+            import psutil
+
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if len(psutil.Process(proc.pid).children()) >= spec.workers:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.5)
+        yield Running(port, proc.pid, redis_info)
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_driver(
+    spec: ServerSpec, running: Running, scenarios: list[str], params: dict[str, Any]
+) -> dict[str, Any]:
+    drive_spec = {
+        "host": "127.0.0.1",
+        "port": running.port,
+        "pids": [running.pid],
+        "redis": running.redis,
+        "stream_path": "/stream?channel=bench",
+        "heartbeat": params["heartbeat"],
+        "workers": spec.workers,
+        "silent_until_event": spec.silent_until_event,
+        "scenarios": scenarios,
+        "params": params,
+    }
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "drive.py"), json.dumps(drive_spec)],
+        stdout=subprocess.PIPE,
+        timeout=params["driver_timeout"],
+        check=False,
+    )
+    lines = proc.stdout.decode().strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"driver exited with {proc.returncode}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    result.pop("_client", None)
+    return result
+
+
+# --------------------------------------------------------------------------- aggregation
+
+# (scenario key prefix, metric, label, higher_is_better)
+METRICS: list[tuple[str, str, str, bool]] = [
+    ("idle", "streams", "streams held", True),
+    ("idle", "streams_per_worker", "streams/worker", True),
+    ("idle", "rss_per_stream_kb", "RSS/stream KiB", False),
+    ("idle", "idle_cpu_pct", "idle CPU %", False),
+    ("idle", "ready_s", "open+ready s", False),
+    ("fanout", "subscribers", "subscribers", True),
+    ("fanout", "cpu_us_per_delivery", "CPU us/delivery", False),
+    ("fanout", "deliveries_per_s", "deliveries/s", True),
+    ("fanout", "p50_ms", "p50 ms", False),
+    ("fanout", "p99_ms", "p99 ms", False),
+    ("fanout", "lost", "lost", False),
+    ("chat", "completed", "completed", True),
+    ("chat", "p50_ms", "p50 added ms", False),
+    ("chat", "p99_ms", "p99 added ms", False),
+    ("chat", "cpu_us_per_token", "CPU us/token", False),
+    ("churn", "streams_per_s", "new streams/s", True),
+    ("churn", "ttfb_p99_ms", "first byte p99 ms", False),
+    ("churn", "notice_half_s", "notice 50% s", False),
+    ("churn", "notice_all_s", "notice 100% s", False),
+    ("redis", "cpu_us_per_delivery", "app CPU us/delivery", False),
+    ("redis", "redis_cpu_us_per_delivery", "redis CPU us/delivery", False),
+    ("redis", "total_cpu_us_per_delivery", "total CPU us/delivery", False),
+    ("redis", "overhead_us_per_delivery", "overhead vs ours-mem us", False),
+    ("redis", "redis_clients", "redis connections", False),
+]
+HEADLINE: dict[str, list[str]] = {
+    "idle": ["rss_per_stream_kb", "streams_per_worker"],
+    "fanout": ["cpu_us_per_delivery", "deliveries_per_s", "p99_ms"],
+    "chat": ["p99_ms"],
+    "churn": ["streams_per_s", "notice_all_s"],
+    "redis": ["total_cpu_us_per_delivery"],
+}
+
+
+def metric_defs(key: str) -> list[tuple[str, str, bool]]:
+    prefix = key.split("_", 1)[0]
+    return [(m, label, hib) for p, m, label, hib in METRICS if p == prefix]
+
+
+def derive_redis(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+    """The Redis scenario reuses the fan-out runs: cost of a delivery through Redis."""
+    for server, by_key in raw.items():
+        if not (SERVER_SPECS[server].redis or server == "ours-mem"):
+            continue
+        for key in [k for k in by_key if k.startswith("fanout_")]:
+            subs = key.split("_", 1)[1]
+            out = []
+            for rep, res in enumerate(by_key[key]):
+                if not res.get("ok") or res.get("cpu_us_per_delivery") is None:
+                    out.append({"ok": False, "error": res.get("error", "fan-out failed")})
+                    continue
+                app = res["cpu_us_per_delivery"]
+                rcpu = res.get("redis_cpu_us_per_delivery") or 0.0
+                entry = {
+                    "ok": True,
+                    "cpu_us_per_delivery": app,
+                    "redis_cpu_us_per_delivery": res.get("redis_cpu_us_per_delivery"),
+                    "total_cpu_us_per_delivery": round(app + rcpu, 3),
+                    "redis_clients": res.get("redis_clients"),
+                }
+                mem = raw.get("ours-mem", {}).get(key, []) if SERVER_SPECS[server].ours else []
+                base = mem[rep] if server != "ours-mem" and rep < len(mem) else {}
+                if base.get("ok") and base.get("cpu_us_per_delivery"):
+                    entry["overhead_us_per_delivery"] = round(
+                        app + rcpu - base["cpu_us_per_delivery"], 3
+                    )
+                out.append(entry)
+            by_key[f"redis_{subs}"] = out
+
+
+def median_of(results: list[dict[str, Any]], metric: str) -> float | None:
+    vals = [r[metric] for r in results if r.get("ok") and isinstance(r.get(metric), int | float)]
+    return statistics.median(vals) if vals else None
+
+
+def ratios(
+    raw: dict[str, dict[str, list[dict[str, Any]]]], key: str, metric: str, peer: str
+) -> dict[str, float | None]:
+    """Per server: median over repeats of (value / peer value in the same repeat)."""
+    out: dict[str, float | None] = {}
+    peer_runs = raw.get(peer, {}).get(key, [])
+    for server, by_key in raw.items():
+        vals = []
+        for rep, res in enumerate(by_key.get(key, [])):
+            if rep >= len(peer_runs):
+                continue
+            a, b = res.get(metric), peer_runs[rep].get(metric)
+            if res.get("ok") and peer_runs[rep].get("ok") and a is not None and b:
+                vals.append(a / b)
+        out[server] = statistics.median(vals) if vals else None
+    return out
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def show(value: Any, metric: str, runs: list[dict[str, Any]]) -> str:
+    """A table cell; a disconnect never noticed within the timeout shows as "> T"."""
+    if value is None and metric.startswith("notice_"):
+        timeouts = [r["notice_timeout_s"] for r in runs if r.get("notice_timeout_s")]
+        if timeouts:
+            return f"> {max(timeouts):g}"
+    return fmt(value)
+
+
+def summarize(
+    raw: dict[str, dict[str, list[dict[str, Any]]]],
+) -> tuple[dict[str, Any], list[str]]:
+    keys: list[str] = []
+    for by_key in raw.values():
+        for key in by_key:
+            if key not in keys:
+                keys.append(key)
+    order = {p: i for i, p in enumerate(SCENARIOS)}
+    keys.sort(key=lambda k: (order.get(k.split("_", 1)[0], 99), len(k), k))
+    summary: dict[str, Any] = {}
+    lines: list[str] = []
+    for key in keys:
+        defs = metric_defs(key)
+        servers = [s for s in raw if key in raw[s]]
+        prefix = key.split("_", 1)[0]
+        heads = [m for m in HEADLINE.get(prefix, []) if any(m == d[0] for d in defs)]
+        summary[key] = {}
+        header = ["server", *[f"{label} {'↑' if hib else '↓'}" for _, label, hib in defs]]
+        ratio_cols: list[tuple[str, str]] = []
+        for peer in PEERS if prefix != "redis" else ("flask-sse",):
+            if peer in raw and key in raw[peer]:
+                ratio_cols += [(m, peer) for m in heads]
+        label_of = {m: label for m, label, _ in defs}
+        header += [f"{label_of[m]} ÷ {peer}" for m, peer in ratio_cols]
+        ratio_tables = {(m, p): ratios(raw, key, m, p) for m, p in ratio_cols}
+        lines += [f"### {key}", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        for server in servers:
+            runs = raw[server][key]
+            ok = sum(1 for r in runs if r.get("ok"))
+            row = {m: median_of(runs, m) for m, _, _ in defs}
+            row["ok_runs"] = ok
+            row["runs"] = len(runs)
+            for m, p in ratio_cols:
+                row[f"{m}/{p}"] = ratio_tables[(m, p)][server]
+            summary[key][server] = row
+            name = server if ok == len(runs) else f"{server} ({ok}/{len(runs)} ok)"
+            if ok == 0:
+                err = next((r.get("error") for r in runs if r.get("error")), "failed")
+                name = f"{server} (FAILED: {str(err)[:60]})"
+            cells = [name, *[show(row[m], m, runs) for m, _, _ in defs]]
+            cells += [
+                "-" if row[f"{m}/{p}"] is None else f"{row[f'{m}/{p}']:.2f}x" for m, p in ratio_cols
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return summary, lines
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def plot(
+    summary: dict[str, Any], path: Path, raw_runs: dict[str, dict[str, list[dict[str, Any]]]]
+) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", file=sys.stderr)
+        return False
+
+    def pick(prefix: str) -> str | None:
+        keys = [k for k in summary if k.split("_", 1)[0] == prefix]
+        return max(keys, key=lambda k: int(k.split("_")[1]) if "_" in k else 0, default=None)
+
+    panels: list[tuple[str, str, str]] = []
+    for prefix, metric, title in [
+        ("idle", "rss_per_stream_kb", "idle: RSS per stream (KiB) ↓"),
+        ("fanout", "cpu_us_per_delivery", "fan-out {n}: server CPU µs/delivery ↓"),
+        ("fanout", "p99_ms", "fan-out {n}: p99 publish→receive ms ↓"),
+        ("chat", "p99_ms", "chat {n}: p99 added latency ms ↓"),
+        ("churn", "streams_per_s", "churn: new streams/s ↑"),
+        ("churn", "notice_all_s", "disconnect noticed (all) s ↓"),
+    ]:
+        key = pick(prefix)
+        if key is not None:
+            n = key.split("_", 1)[1] if "_" in key else ""
+            panels.append((key, metric, title.format(n=n)))
+    if not panels:
+        return False
+    cols = 3
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, (key, metric, title) in zip(axes.flat, panels, strict=False):
+        servers = list(summary[key])
+        vals = [summary[key][s].get(metric) for s in servers]
+        heights = [v if v is not None else 0 for v in vals]
+        colors = [
+            "#d62728" if s.startswith("ours") else "#7f7f7f" if s == "bare-gevent" else "#1f77b4"
+            for s in servers
+        ]
+        bars = ax.bar(range(len(servers)), heights, color=colors)
+        for bar, v, server in zip(bars, vals, servers, strict=True):
+            label = "n/a" if v is None else fmt(float(v))
+            if v is None and metric.startswith("notice_"):
+                label = (
+                    "never (" + show(None, metric, raw_runs.get(server, {}).get(key, [])) + " s)"
+                )
+            ax.annotate(
+                label,
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+            )
+        ax.set_xticks(range(len(servers)))
+        ax.set_xticklabels(servers, rotation=30, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    fig.suptitle("flask-sse-stream vs peers (median of repeats, loopback, same machine)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------- main
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("flask", "gevent", "gunicorn", "sse-starlette", "starlette", "uvicorn",
+                 "uvloop", "flask-sse", "redis", "flask-sse-stream"):  # fmt: skip
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "-"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out["redis-server"] = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run with tiny numbers")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--servers", default=None, help=f"from: {', '.join(SERVER_SPECS)}")
+    parser.add_argument("--repeat", type=int, default=None, help="default 3 (quick: 1)")
+    parser.add_argument(
+        "--out", default=None, help="default bench/results (quick: bench/results/quick)"
+    )
+    parser.add_argument("--isolate", action="store_true", help="fresh server per scenario")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a parameter, e.g. --set idle_streams=20000")  # fmt: skip
+    args = parser.parse_args(argv)
+
+    params = dict(QUICK_PARAMS if args.quick else FULL_PARAMS)
+    for item in args.set:
+        k, _, v = item.partition("=")
+        if k not in params:
+            parser.error(f"unknown parameter {k}")
+        params[k] = json.loads(v)
+    repeat = args.repeat or (1 if args.quick else 3)
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    for s in scenarios:
+        if s not in SCENARIOS:
+            parser.error(f"unknown scenario {s}")
+    if args.servers:
+        names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    elif args.quick:
+        names = list(QUICK_SERVERS)
+    elif scenarios == ["redis"]:
+        names = list(REDIS_SERVERS)
+    else:
+        names = list(SERVER_SPECS)
+    for n in names:
+        if n not in SERVER_SPECS:
+            parser.error(f"unknown server {n}")
+    out_dir = Path(args.out or BENCH / "results" / ("quick" if args.quick else ""))
+    log_dir = out_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    nofile = raise_nofile_limit()
+
+    driver_scenarios = [s for s in scenarios if s != "redis"]
+    if "redis" in scenarios and "fanout" not in driver_scenarios:
+        driver_scenarios.append("fanout")
+    # one server start runs every scenario in turn (each scenario waits until the server
+    # has let go of the previous one's streams); --isolate restarts it per scenario
+    groups = [[s] for s in driver_scenarios] if args.isolate else [driver_scenarios]
+
+    print(
+        f"# bench: servers={','.join(names)} scenarios={','.join(scenarios)} "
+        f"repeat={repeat} quick={args.quick} nofile={nofile}",
+        flush=True,
+    )
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {n: {} for n in names}
+    started = time.monotonic()
+    for rep in range(repeat):
+        for name in names:
+            spec = SERVER_SPECS[name]
+            for group in groups:
+                todo = [s for s in group if s != "fanout" or spec.broadcast_across_workers]
+                if "redis" in scenarios and "fanout" not in scenarios and name not in REDIS_SERVERS:
+                    todo = [s for s in todo if s != "fanout"]
+                if not todo:
+                    continue
+                t0 = time.monotonic()
+                print(f"[{rep + 1}/{repeat}] {name}: {','.join(todo)}", flush=True)
+                try:
+                    with serve(spec, params["heartbeat"], log_dir) as running:
+                        result = run_driver(spec, running, todo, params)
+                except Exception as exc:
+                    err = f"{type(exc).__name__}: {exc}"
+                    print(f"    FAILED: {err}", flush=True)
+                    result = {s: {"ok": False, "error": err} for s in todo}
+                    if "fanout" in result:  # keep the per-size keys the tables expect
+                        fan = result.pop("fanout")
+                        for subs, *_ in params["fanout"]:
+                            result[f"fanout_{subs}"] = dict(fan)
+                    for s in ("chat",):
+                        if s in result:
+                            res = result.pop(s)
+                            for n in params["chat_streams"]:
+                                result[f"chat_{n}"] = dict(res)
+                for key, res in result.items():
+                    raw[name].setdefault(key, []).append(res)
+                print(f"    done in {time.monotonic() - t0:.1f}s", flush=True)
+    if "redis" in scenarios:
+        derive_redis(raw)
+        if "fanout" not in scenarios:
+            for by_key in raw.values():
+                for key in [k for k in by_key if k.startswith("fanout_")]:
+                    del by_key[key]
+    elapsed = time.monotonic() - started
+
+    summary, lines = summarize(raw)
+    print()
+    print(f"## Results ({repeat} repeat(s), medians; {elapsed:.0f} s)")
+    print()
+    print(
+        "Ratios are value ÷ peer value measured in the same repeat (median over repeats); "
+        "↑ higher is better, ↓ lower is better."
+    )
+    print()
+    print("\n".join(lines))
+
+    failures = [
+        f"{server}/{key}"
+        for server, by_key in raw.items()
+        for key, runs in by_key.items()
+        if any(not r.get("ok") for r in runs)
+    ]
+    report = {
+        "meta": {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "quick": args.quick,
+            "repeat": repeat,
+            "servers": names,
+            "scenarios": scenarios,
+            "params": params,
+            "elapsed_s": round(elapsed, 1),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "nofile": nofile,
+            },
+            "versions": versions(),
+            "notes": {n: SERVER_SPECS[n].note for n in names if SERVER_SPECS[n].note},
+        },
+        "summary": summary,
+        "raw": raw,
+        "failures": failures,
+    }
+    (out_dir / "latest.json").write_text(json.dumps(report, indent=1, default=str))
+    png = out_dir / "bench.png"
+    if plot(summary, png, raw):
+        print(f"plot: {png}")
+    print(f"json: {out_dir / 'latest.json'}")
+    if failures:
+        print(f"FAILED scenarios: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
