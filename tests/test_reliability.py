@@ -29,6 +29,8 @@ def listen(old: Server, new: Server, ready: threading.Barrier) -> list[int]:
     sub.close()
     with Subscriber(new, "deploy", last_event_id=last_id) as again:
         seen += [json.loads(e.data)["n"] for e in again.events(TOTAL - len(seen))]
+    if seen != list(range(TOTAL)):
+        print("FIRST", first[-400:], "\nSECOND", again.body[:600])
     return seen
 
 

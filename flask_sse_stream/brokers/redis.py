@@ -7,7 +7,8 @@
   once and hands the same bytes to every local subscriber.
 * A subscriber that resumes from ``Last-Event-ID`` joins the reader first (live entries are
   held back), then reads the history after its id, then gets the held-back entries newer
-  than the history's end: no gap and no duplicate at the seam.
+  than the history's end; while the reader is still behind that end, live entries up to it
+  are skipped: no gap and no duplicate at the seam.
 * If Redis goes away the readers keep their subscribers (heartbeats continue) and retry
   with back-off, continuing from the last id they delivered; ``publish`` raises
   ``BrokerError``.
@@ -37,6 +38,7 @@ log = logging.getLogger("flask_sse_stream.redis")
 BLOCK_MS = 5000  # how long one XREAD waits; also bounds how long an idle reader lingers
 READ_COUNT = 512  # entries per XREAD
 MAX_BACKOFF = 2.0
+COMMAND_CONNECTIONS = 32  # per process and broker, shared by publishes and replays
 
 _ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
@@ -65,69 +67,143 @@ def _encode_entry(entry_id: str, fields: dict[Any, Any]) -> bytes:
     ).encode()
 
 
+def command_client(url: str, *, connect_timeout: float = 2.0, timeout: float = 5.0) -> Any:
+    """A client for short commands. Its pool is bounded and *blocking*: a burst of
+    requests waits for a free connection instead of failing with "Too many connections"
+    (redis-py's default pool refuses past 100)."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=COMMAND_CONNECTIONS, timeout=timeout,
+        socket_connect_timeout=connect_timeout, socket_timeout=timeout,
+    )
+    # Any: redis-py's own hints change between releases (and with decode_responses)
+    return redis.Redis(connection_pool=pool)
+
+
+def blocking_client(url: str, *, connect_timeout: float = 2.0,
+                    timeout: float | None = None) -> Any:
+    """A client for long blocking reads (XREAD BLOCK, pub/sub): each reader holds one
+    connection for as long as it runs, one per channel (or generation) read here."""
+    pool = redis.ConnectionPool.from_url(
+        url, max_connections=2**31, socket_connect_timeout=connect_timeout,
+        socket_timeout=timeout, socket_keepalive=True,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
 class _RedisSubscription(Subscription):
-    __slots__ = ("held",)
+    __slots__ = ("floor", "held", "reader")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # While replay runs, live entries wait here as (id, bytes); None once live.
+        self.reader: _ChannelReader | None = None
+        # While its replay runs, live entries wait here as (position, bytes).
         self.held: list[tuple[tuple[int, int], bytes]] | None = None
+        # The last replayed position: the reader may still be behind it, so live entries
+        # up to it were sent already and are skipped.
+        self.floor: tuple[int, int] | None = None
 
 
 class _ChannelReader:
     """The one XREAD loop of this process for one channel."""
 
-    def __init__(self, broker: RedisBroker, channel: str, start_id: str) -> None:
+    def __init__(self, broker: RedisBroker, channel: str) -> None:
         self.broker = broker
         self.channel = channel
         self.key = broker.key(channel)
-        self.last_id = start_id
-        self.subscribers: set[_RedisSubscription] = set()
+        self.last_id = "0-0"
+        self.position: tuple[int, int] = (0, 0)
+        self.live: set[_RedisSubscription] = set()  # get every entry as it comes
+        self.catching_up: set[_RedisSubscription] = set()  # held back, or behind a floor
+        self._snapshot: tuple[_RedisSubscription, ...] | None = ()
         self.running = True
+        # Set once the starting request found the stream's end (or failed): a burst of
+        # first subscribers waits for one XREVRANGE instead of sending one each.
+        self.started = threading.Event()
+        self.error: BaseException | None = None
+
+    def __len__(self) -> int:
+        return len(self.live) + len(self.catching_up)
+
+    def add(self, sub: _RedisSubscription) -> None:
+        """Join (caller holds the broker lock)."""
+        sub.reader = self
+        if sub.held is not None:
+            self.catching_up.add(sub)
+        else:
+            self.live.add(sub)
+            self._snapshot = None
+
+    def remove(self, sub: _RedisSubscription) -> None:
+        """Leave (caller holds the broker lock)."""
+        self.catching_up.discard(sub)
+        if sub in self.live:
+            self.live.discard(sub)
+            self._snapshot = None
+
+    def go_live(self, sub: _RedisSubscription, held: list[tuple[tuple[int, int], bytes]]
+                ) -> None:
+        """End ``sub``'s replay (caller holds the broker lock): hand over the held entries
+        past its floor; it stays behind the floor until the reader passes it."""
+        floor = sub.floor
+        for position, chunk in held:
+            if floor is None or position > floor:
+                sub.deliver(chunk)
+        if floor is None or self.position >= floor:
+            sub.floor = None
+            self.catching_up.discard(sub)
+            self.live.add(sub)
+            self._snapshot = None
 
     def run(self) -> None:
         broker = self.broker
         backoff = 0.1
         try:
             while self.running:
-                if not self.subscribers:
-                    with broker.lock:
-                        if not self.subscribers:  # nobody joined meanwhile: retire
-                            broker.readers.pop(self.channel, None)
-                            return
                 try:
                     response = broker.reader_client.xread(
                         {self.key: self.last_id}, count=READ_COUNT, block=BLOCK_MS
                     )
                     backoff = 0.1
                 except _ERRORS as exc:
-                    log.warning(
-                        "redis reader for %r: %s; retrying in %.1fs", self.channel, exc, backoff
-                    )
+                    log.warning("redis reader for %r: %s; retrying in %.1fs",
+                                self.channel, exc, backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
                 for _key, entries in response or ():
                     self.dispatch(entries)
+                # checked after a read, not before: the first subscriber joins right
+                # after the reader is started
+                with broker.lock:
+                    if not len(self):  # nobody left: retire
+                        self.running = False
         finally:
             with broker.lock:
                 if broker.readers.get(self.channel) is self:
                     del broker.readers[self.channel]
 
     def dispatch(self, entries: list[tuple[Any, dict[Any, Any]]]) -> None:
+        lock = self.broker.lock
         for raw_id, fields in entries:
             entry_id = _text(raw_id)
-            self.last_id = entry_id
-            chunk = _encode_entry(entry_id, fields)
-            with self.broker.lock:
-                subscribers = list(self.subscribers)
-                held_by = [sub for sub in subscribers if sub.held is not None]
-                for sub in held_by:
-                    assert sub.held is not None
-                    sub.held.append((_parse_id(entry_id) or (0, 0), chunk))
-            for sub in subscribers:
-                if sub.held is None:
-                    sub.deliver(chunk)
+            position = _parse_id(entry_id) or (0, 0)
+            chunk = _encode_entry(entry_id, fields)  # once, for every subscriber
+            with lock:
+                self.last_id, self.position = entry_id, position
+                live = self._snapshot
+                if live is None:
+                    live = self._snapshot = tuple(self.live)
+                for sub in tuple(self.catching_up) if self.catching_up else ():
+                    if sub.held is not None:
+                        sub.held.append((position, chunk))
+                    elif sub.floor is None or position > sub.floor:
+                        sub.deliver(chunk)
+                        sub.floor = None
+                        self.catching_up.discard(sub)
+                        self.live.add(sub)
+                        self._snapshot = None
+            for sub in live:
+                sub.deliver(chunk)
 
 
 class RedisBroker(Broker):
@@ -142,15 +218,10 @@ class RedisBroker(Broker):
     ) -> None:
         self.history_size = history_size
         self.key_prefix = key_prefix
-        # Any: redis-py's own hints change between releases (and with decode_responses)
-        self.client: Any = redis.Redis.from_url(
-            url, socket_connect_timeout=connect_timeout, socket_timeout=timeout
-        )
-        # Readers block in XREAD for BLOCK_MS: their socket timeout must be longer.
-        self.reader_client: Any = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=BLOCK_MS / 1000 + timeout,
+        self.timeout = timeout
+        self.client = command_client(url, connect_timeout=connect_timeout, timeout=timeout)
+        self.reader_client = blocking_client(
+            url, connect_timeout=connect_timeout, timeout=BLOCK_MS / 1000 + timeout
         )
         self.readers: dict[str, _ChannelReader] = {}
         self.lock = threading.Lock()
@@ -183,18 +254,26 @@ class RedisBroker(Broker):
         """The channel's running reader, started (from the stream's current end) if none."""
         with self.lock:
             reader = self.readers.get(channel)
-            if reader is not None and reader.running:
-                return reader
+            starting = reader is None or not reader.running
+            if starting:
+                reader = self.readers[channel] = _ChannelReader(self, channel)
+        assert reader is not None
+        if not starting:
+            if not reader.started.wait(self.timeout) or reader.error is not None:
+                raise BrokerError(f"redis unavailable: {reader.error or 'timeout'}")
+            return reader
         try:
             last = self.client.xrevrange(self.key(channel), count=1)
         except _ERRORS as exc:
+            reader.error, reader.running = exc, False
+            with self.lock:
+                if self.readers.get(channel) is reader:
+                    del self.readers[channel]
+            reader.started.set()
             raise BrokerError(f"redis unavailable: {exc}") from exc
-        start_id = _text(last[0][0]) if last else "0-0"
-        with self.lock:
-            reader = self.readers.get(channel)
-            if reader is not None and reader.running:
-                return reader  # another request started one while we asked Redis
-            reader = self.readers[channel] = _ChannelReader(self, channel, start_id)
+        if last:
+            reader.last_id = _text(last[0][0])
+        reader.started.set()
         current_concurrency().spawn(reader.run, contextvars.Context())
         return reader
 
@@ -206,19 +285,17 @@ class RedisBroker(Broker):
         if last_event_id is not None:
             sub.held = []
         with self.lock:
-            reader.subscribers.add(sub)
+            reader.add(sub)
         if last_event_id is None:
             return sub
         try:
-            sub.prelude, last_sent = self._replay(channel, last_event_id)
+            sub.prelude, sub.floor = self._replay(channel, last_event_id)
         except BaseException:
             self._unsubscribe(sub)
             raise
         with self.lock:
             held, sub.held = sub.held or [], None
-            for entry_id, chunk in held:
-                if last_sent is None or entry_id > last_sent:
-                    sub.deliver(chunk)
+            reader.go_live(sub, held)
         return sub
 
     def _replay(self, channel: str, last_event_id: str) -> tuple[bytes, tuple[int, int] | None]:
@@ -244,14 +321,14 @@ class RedisBroker(Broker):
         return prelude + b"".join(chunks), last_sent
 
     def _unsubscribe(self, sub: Subscription) -> None:
+        assert isinstance(sub, _RedisSubscription)
         with self.lock:
-            reader = self.readers.get(sub.channel)
-            if reader is not None:
-                reader.subscribers.discard(sub)
+            if sub.reader is not None:
+                sub.reader.remove(sub)
 
     def subscriber_counts(self) -> dict[str, int]:
         with self.lock:
-            return {name: len(r.subscribers) for name, r in self.readers.items() if r.subscribers}
+            return {name: len(r) for name, r in self.readers.items() if len(r)}
 
     def close(self) -> None:
         with self.lock:

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 
 from ..brokers.base import BrokerError
+from ..brokers.redis import blocking_client, command_client
 from ..concurrency import current as current_concurrency
 from ..mailbox import CloseReason, Mailbox
 from .generation import Follow, FollowStatus, GenerationStore, MemoryGenerationStore
@@ -35,11 +36,12 @@ _ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 class _Follower:
-    __slots__ = ("held", "mailbox")
+    __slots__ = ("floor", "held", "mailbox")
 
     def __init__(self, mailbox: Mailbox) -> None:
         self.mailbox = mailbox
         self.held: list[tuple[int, bytes, bool]] | None = []
+        self.floor = 0  # entries up to this seq were sent by the replay
 
 
 class _RemoteReader:
@@ -85,14 +87,15 @@ class _RemoteReader:
                     del store.remote[self.stream_id]
 
     def deliver(self, seq: int, chunk: bytes, final: bool) -> None:
-        with self.store.lock:
-            followers = list(self.followers)
-            for follower in followers:
+        with self.store.lock:  # decide per follower under the lock: no double hand-over
+            targets = []
+            for follower in self.followers:
                 if follower.held is not None:
                     follower.held.append((seq, chunk, final))
-        for follower in followers:
-            if follower.held is None:
-                _hand_over(follower.mailbox, chunk, final)
+                elif seq > follower.floor:
+                    targets.append(follower)
+        for follower in targets:
+            _hand_over(follower.mailbox, chunk, final)
         if final:
             self.done = True
 
@@ -122,15 +125,10 @@ class RedisGenerationStore(GenerationStore):
         self.retention = retention
         self.listen_ttl = listen_ttl
         self.key_prefix = key_prefix
-        # Any: redis-py's own hints change between releases (and with decode_responses)
-        self.client: Any = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-        self.reader_client: Any = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=BLOCK_MS / 1000 + 5
-        )
-        # pub/sub waits indefinitely for messages: no read timeout, keepalive on
-        self.pubsub_client: Any = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_keepalive=True
-        )
+        self.client = command_client(url)
+        self.reader_client = blocking_client(url, timeout=BLOCK_MS / 1000 + 5)
+        # pub/sub waits indefinitely for messages: no read timeout
+        self.pubsub_client = blocking_client(url)
         self.local = MemoryGenerationStore(retention)
         self.remote: dict[str, _RemoteReader] = {}
         self.lock = threading.Lock()
@@ -220,8 +218,10 @@ class RedisGenerationStore(GenerationStore):
             with self.lock:
                 reader.followers.add(follower)
         else:
+            # the reader may be behind what XRANGE returned: skip up to last_seq
             with self.lock:
                 held, follower.held = follower.held or [], None
+                follower.floor = last_seq
             for seq, chunk, final in held:
                 if seq > last_seq:
                     _hand_over(mailbox, chunk, final)
