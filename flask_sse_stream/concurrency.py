@@ -15,6 +15,7 @@ import queue as std_queue
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ class Concurrency(Protocol):
     Full: type[Exception]
 
     def spawn(self, fn: Callable[[], None], context: contextvars.Context) -> Task: ...
+
+    def sleep(self, seconds: float) -> None: ...
 
     def watch_eof(self, sock: Any, callback: Callable[[], None]) -> Callable[[], None] | None:
         """Call ``callback`` (once) when the peer closes ``sock``; return a canceller."""
@@ -66,6 +69,9 @@ class _Threads:
     def spawn(self, fn: Callable[[], None], context: contextvars.Context) -> Task:
         return _ThreadTask(fn, context)
 
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
     def watch_eof(self, sock: Any, callback: Callable[[], None]) -> Callable[[], None] | None:
         return None  # threads poll with peer_closed() at each heartbeat instead
 
@@ -98,6 +104,9 @@ class _Gevent:
 
     def spawn(self, fn: Callable[[], None], context: contextvars.Context) -> Task:
         return _GreenletTask(self._gevent.spawn(context.run, fn))
+
+    def sleep(self, seconds: float) -> None:
+        self._gevent.sleep(seconds)
 
     def watch_eof(self, sock: Any, callback: Callable[[], None]) -> Callable[[], None] | None:
         try:

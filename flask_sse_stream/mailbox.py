@@ -75,15 +75,16 @@ class Mailbox:
         chunks = [first]
         if first is END:
             return chunks
+        # coalesce what else is queued into the same write (qsize first: an Empty
+        # exception per wake-up costs more than the check)
+        qsize = queue.qsize
         get = queue.get_nowait
-        while True:
-            try:
-                chunk = get()
-            except self._empty:
-                return chunks
+        while qsize():
+            chunk = get()
             chunks.append(chunk)
             if chunk is END:
                 return chunks
+        return chunks
 
     def drain(self) -> list[bytes]:
         """What is queued now, without waiting (used when closing for shutdown)."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import time
 import weakref
 from collections.abc import Callable
 from typing import Protocol
 
+from .concurrency import Concurrency
+from .concurrency import current as current_concurrency
 from .mailbox import CloseReason
 
 __all__ = ["StreamRegistry", "close_all_streams"]
@@ -15,7 +19,11 @@ log = logging.getLogger("flask_sse_stream")
 
 
 class Closable(Protocol):
+    tick_interval: float | None  # how often tick() is wanted; None: never
+
     def shut(self, reason: CloseReason) -> None: ...
+
+    def tick(self, now: float) -> None: ...
 
 
 class StreamRegistry:
@@ -24,6 +32,8 @@ class StreamRegistry:
     def __init__(self) -> None:
         self._streams: set[Closable] = set()
         self._on_shutdown: list[Callable[[], None]] = []
+        self._tick = 1.0
+        self._ticking = False
         _REGISTRIES.add(self)
 
     def __len__(self) -> int:
@@ -31,6 +41,24 @@ class StreamRegistry:
 
     def add(self, stream: Closable) -> None:
         self._streams.add(stream)
+        if stream.tick_interval is not None:
+            self._tick = min(self._tick, stream.tick_interval)
+            if not self._ticking:
+                self._ticking = True
+                concurrency = current_concurrency()
+                concurrency.spawn(lambda: self._tick_forever(concurrency), contextvars.Context())
+
+    def _tick_forever(self, concurrency: Concurrency) -> None:
+        """One timer for all streams (heartbeats, lifetimes) instead of a timeout in every
+        stream's every wait: the hot path of a delivery starts and cancels no timer."""
+        try:
+            while self._streams:
+                concurrency.sleep(self._tick)
+                now = time.monotonic()
+                for stream in list(self._streams):
+                    stream.tick(now)
+        finally:
+            self._ticking = False
 
     def discard(self, stream: Closable) -> None:
         self._streams.discard(stream)

@@ -135,6 +135,7 @@ class StreamBody:
         "_closed",
         "_deadline",
         "_finished",
+        "_last_write",
         "_on_close",
         "_pending",
         "_poll_sock",
@@ -142,6 +143,7 @@ class StreamBody:
         "_settings",
         "_sock",
         "mailbox",
+        "tick_interval",
     )
 
     def __init__(
@@ -170,13 +172,29 @@ class StreamBody:
         self._cancel_watch: Callable[[], None] | None = None
         self._poll_sock: Any = None
         self._sock = sock
+        conc = concurrency or _concurrency.current()
+        # Under gevent the registry's one timer sends heartbeats and ends expired streams
+        # (tick); with threads each wait has its own timeout.
+        self.tick_interval: float | None = None
+        if conc.name == "gevent" and (settings.heartbeat or self._deadline is not None):
+            self.tick_interval = max(0.05, min(1.0, (settings.heartbeat or 4.0) / 4))
+        self._last_write = time.monotonic()
         if sock is not None:
             _tune_socket(sock, settings.heartbeat)
-            conc = concurrency or _concurrency.current()
             self._cancel_watch = conc.watch_eof(sock, self._peer_left)
             if self._cancel_watch is None:
                 self._poll_sock = sock  # no event loop to watch it: check at each heartbeat
         registry.add(self)
+
+    def tick(self, now: float) -> None:
+        """Called by the registry's timer: a heartbeat when idle, an end when expired."""
+        if self._deadline is not None and now >= self._deadline:
+            self.mailbox.close(CloseReason.EXPIRED)
+            return
+        beat = self._settings.heartbeat
+        if beat is not None and now - self._last_write >= beat:
+            self._last_write = now  # one ping per interval, however soon the writer runs
+            self.mailbox.offer(HEARTBEAT)
 
     def _peer_left(self) -> None:
         self.mailbox.close(CloseReason.DISCONNECTED)
@@ -197,23 +215,29 @@ class StreamBody:
         while not self._finished:
             if mailbox.reason is not None:
                 return self._finish(mailbox.reason, mailbox.drain())
-            timeout = heartbeat
-            if self._deadline is not None:
-                remaining = self._deadline - time.monotonic()
-                if remaining <= 0:
-                    mailbox.close(CloseReason.EXPIRED)
-                    continue
-                timeout = remaining if timeout is None else min(timeout, remaining)
-            chunks = mailbox.take(timeout)
-            if chunks is None:
-                if self._poll_sock is not None and _concurrency.peer_closed(self._poll_sock):
-                    return self._finish(CloseReason.DISCONNECTED, [])
-                if heartbeat is not None and timeout == heartbeat:
-                    return HEARTBEAT
-                continue  # woken by the lifetime deadline: the loop's top ends the stream
+            if self.tick_interval is not None:
+                chunks = mailbox.take(None)  # heartbeats arrive as chunks, from tick()
+                if chunks is None:
+                    continue  # (only a timeout returns None)
+            else:
+                timeout = heartbeat
+                if self._deadline is not None:
+                    remaining = self._deadline - time.monotonic()
+                    if remaining <= 0:
+                        mailbox.close(CloseReason.EXPIRED)
+                        continue
+                    timeout = remaining if timeout is None else min(timeout, remaining)
+                chunks = mailbox.take(timeout)
+                if chunks is None:
+                    if self._poll_sock is not None and _concurrency.peer_closed(self._poll_sock):
+                        return self._finish(CloseReason.DISCONNECTED, [])
+                    if heartbeat is not None and timeout == heartbeat:
+                        return HEARTBEAT
+                    continue  # woken by the lifetime deadline: the loop's top ends it
             if chunks[-1] is END:
                 chunks.pop()
                 return self._finish(mailbox.reason or CloseReason.FINISHED, chunks)
+            self._last_write = time.monotonic()
             return b"".join(chunks) if len(chunks) > 1 else chunks[0]
         raise StopIteration
 
