@@ -101,7 +101,9 @@ FULL_PARAMS: dict[str, Any] = {
     # (subscribers, burst events, closed-loop latency events, gap between them in s)
     "fanout": [(1_000, 100, 20, 0.02), (10_000, 10, 5, 0.05)],
     "chat_streams": [250, 1_000],
-    "chat_tokens": 20,
+    # 100 tokens (5 s) per reply: long enough that the connection burst at the start
+    # does not stand in for the steady streaming cost (real replies are longer still)
+    "chat_tokens": 100,
     "chat_rate": 20.0,
     "churn_seconds": 3.0,
     "churn_concurrency": 50,
