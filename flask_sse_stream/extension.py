@@ -11,7 +11,7 @@ from flask import Flask, Response, current_app, jsonify, request
 
 from .brokers import Broker, BrokerError, create_broker, valid_channel
 from .concurrency import current as current_concurrency
-from .mailbox import CloseReason, Mailbox
+from .mailbox import CloseReason, new_mailbox
 from .registry import StreamRegistry
 from .response import (
     DEFAULTS,
@@ -157,7 +157,7 @@ def channel_view() -> Response:
     if refusal is not None:
         return refusal
     concurrency = current_concurrency()
-    mailbox = Mailbox(concurrency, state.subscriber_queue)
+    mailbox = new_mailbox(concurrency, state.subscriber_queue)
     try:
         subscription = state.broker.subscribe(channel, mailbox, last_event_id())
     except BrokerError as exc:

@@ -4,17 +4,26 @@ A producer (a view's generator running in its own greenlet, or a broker fanning 
 out) puts already-encoded ``bytes``; the response takes them, coalescing everything that is
 queued into one write. Closing a mailbox (client gone, shutdown, slow consumer) wakes the
 reader at once.
+
+Under gevent a mailbox is a plain list plus at most one waiting reader and one waiting
+producer (``GeventMailbox``): about 200 bytes, where a ``gevent.queue.Queue`` and its three
+deques take 2.6 KiB — per open stream, that is most of the budget. With threads it wraps
+``queue.Queue`` (``ThreadMailbox``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+from abc import ABC, abstractmethod
 from typing import Any
+
+from gevent import Timeout, get_hub
+from gevent.hub import Waiter
 
 from .concurrency import Concurrency
 
-__all__ = ["END", "CloseReason", "Mailbox"]
+__all__ = ["END", "CloseReason", "Mailbox", "new_mailbox"]
 
 END = b""  # put by a producer that has finished; never a real chunk (events are non-empty)
 
@@ -28,19 +37,137 @@ class CloseReason(enum.Enum):
     BROKER_LOST = "broker_lost"  # the broker can no longer feed this stream
 
 
-class Mailbox:
+class Mailbox(ABC):
     """A bounded queue of encoded chunks with an out-of-band close."""
 
-    __slots__ = ("_empty", "_full", "_queue", "reason")
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        self.reason: CloseReason | None = None
+
+    @abstractmethod
+    def offer(self, chunk: bytes) -> bool:
+        """Put without blocking (fan-out); False if the queue is full."""
+
+    @abstractmethod
+    def put(self, chunk: bytes, timeout: float | None = None) -> bool:
+        """Put, waiting while the queue is full (back-pressure on a generator); False on
+        timeout or once the mailbox is closed."""
+
+    @abstractmethod
+    def close(self, reason: CloseReason) -> None:
+        """Mark closed (the first reason wins) and wake the reader."""
+
+    @abstractmethod
+    def take(self, timeout: float | None) -> list[bytes] | None:
+        """Everything queued (waiting up to ``timeout`` for the first chunk), or None if
+        nothing came. An ``END`` at the end of the result means the producer finished."""
+
+    @abstractmethod
+    def drain(self) -> list[bytes]:
+        """What is queued now, without waiting (used when closing)."""
+
+
+def new_mailbox(concurrency: Concurrency, maxsize: int) -> Mailbox:
+    if concurrency.name == "gevent":
+        return GeventMailbox(maxsize)
+    return ThreadMailbox(concurrency, maxsize)
+
+
+class GeventMailbox(Mailbox):
+    __slots__ = ("_items", "_maxsize", "_producer", "_reader")
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self._items: list[bytes] = []
+        self._maxsize = maxsize
+        self._reader: Any = None  # the Waiter of a reader blocked in take()
+        self._producer: Any = None  # the Waiter of a producer blocked in put()
+
+    @staticmethod
+    def _wake(waiter: Any) -> None:
+        # Waiter.switch must run in the hub: schedule it, do not switch from here.
+        get_hub().loop.run_callback(waiter.switch, None)
+
+    def offer(self, chunk: bytes) -> bool:
+        items = self._items
+        if len(items) >= self._maxsize:
+            return False
+        items.append(chunk)
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            self._wake(reader)
+        return True
+
+    def put(self, chunk: bytes, timeout: float | None = None) -> bool:
+        while self.reason is None:
+            if self.offer(chunk):
+                return True
+            waiter = self._producer = Waiter()
+            if not _wait(waiter, timeout):
+                if self._producer is waiter:
+                    self._producer = None
+                return False
+        return False
+
+    def close(self, reason: CloseReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self._items.append(END)  # past the bound on purpose: a close always gets through
+        reader, producer = self._reader, self._producer
+        self._reader = self._producer = None
+        if reader is not None:
+            self._wake(reader)
+        if producer is not None:
+            self._wake(producer)
+
+    def take(self, timeout: float | None) -> list[bytes] | None:
+        if not self._items:
+            if timeout == 0:
+                return None
+            waiter = self._reader = Waiter()
+            if not _wait(waiter, timeout):
+                if self._reader is waiter:
+                    self._reader = None
+                return None
+            if not self._items:
+                return None  # woken with nothing to take (drained meanwhile)
+        chunks, self._items = self._items, []
+        producer = self._producer
+        if producer is not None:  # there is room again
+            self._producer = None
+            self._wake(producer)
+        if END in chunks:
+            del chunks[chunks.index(END) + 1 :]
+        return chunks
+
+    def drain(self) -> list[bytes]:
+        chunks, self._items = self._items, []
+        return [c for c in chunks if c]
+
+
+def _wait(waiter: Any, timeout: float | None) -> bool:
+    """Block this greenlet until ``waiter`` is switched to; False on timeout."""
+    if timeout is None:
+        waiter.get()
+        return True
+    with Timeout(timeout, False):
+        waiter.get()
+        return True
+    return False
+
+
+class ThreadMailbox(Mailbox):
+    __slots__ = ("_empty", "_full", "_queue")
 
     def __init__(self, concurrency: Concurrency, maxsize: int) -> None:
+        super().__init__()
         self._queue: Any = concurrency.Queue(maxsize)
         self._empty = concurrency.Empty
         self._full = concurrency.Full
-        self.reason: CloseReason | None = None
 
     def offer(self, chunk: bytes) -> bool:
-        """Put without blocking (fan-out); False if the queue is full."""
         try:
             self._queue.put_nowait(chunk)
         except self._full:
@@ -48,8 +175,8 @@ class Mailbox:
         return True
 
     def put(self, chunk: bytes, timeout: float | None = None) -> bool:
-        """Put, waiting while the queue is full (back-pressure on a generator); False on
-        timeout."""
+        if self.reason is not None:
+            return False
         try:
             self._queue.put(chunk, timeout=timeout)
         except self._full:
@@ -57,16 +184,14 @@ class Mailbox:
         return True
 
     def close(self, reason: CloseReason) -> None:
-        """Mark closed and wake a waiting reader. A reader that is not waiting (the queue
-        is full, so it is busy writing) sees ``reason`` before its next wait."""
+        """A reader that is not waiting (the queue is full, so it is busy writing) sees
+        ``reason`` before its next wait."""
         if self.reason is None:
             self.reason = reason
         with contextlib.suppress(self._full):
             self._queue.put_nowait(END)
 
     def take(self, timeout: float | None) -> list[bytes] | None:
-        """Everything queued (waiting up to ``timeout`` for the first chunk), or None if
-        nothing came. An ``END`` in the result means the producer finished."""
         queue = self._queue
         try:
             first = queue.get(timeout=timeout)
@@ -75,19 +200,15 @@ class Mailbox:
         chunks = [first]
         if first is END:
             return chunks
-        # coalesce what else is queued into the same write (qsize first: an Empty
-        # exception per wake-up costs more than the check)
-        qsize = queue.qsize
-        get = queue.get_nowait
-        while qsize():
-            chunk = get()
+        # coalesce what else is queued into the same write
+        while queue.qsize():
+            chunk = queue.get_nowait()
             chunks.append(chunk)
             if chunk is END:
                 return chunks
         return chunks
 
     def drain(self) -> list[bytes]:
-        """What is queued now, without waiting (used when closing for shutdown)."""
         chunks: list[bytes] = []
         while True:
             try:

@@ -24,7 +24,7 @@ from flask.globals import request_ctx
 
 from . import concurrency as _concurrency
 from .event import encode_comment, encode_retry, to_bytes
-from .mailbox import END, CloseReason, Mailbox
+from .mailbox import END, CloseReason, Mailbox, new_mailbox
 from .registry import StreamRegistry
 
 __all__ = ["StreamBody", "StreamSettings", "last_event_id", "sse_stream", "stream_response"]
@@ -330,7 +330,7 @@ def generator_response(items: Iterator[Any], settings: StreamSettings) -> Respon
     """Stream a view's generator: it runs in its own greenlet/thread, inside the request's
     context, and is closed (its ``finally:`` runs) as soon as the client leaves."""
     conc = _concurrency.current()
-    mailbox = Mailbox(conc, GENERATOR_QUEUE)
+    mailbox = new_mailbox(conc, GENERATOR_QUEUE)
     # Keep the request context alive until the stream ends, as stream_with_context does:
     # the extra push defers teardown_request; the producer sees request/g/current_app
     # through a copy of this context.

@@ -52,3 +52,22 @@ def test_delete_on_another_server_cancels(pair) -> None:
     assert events[-1].type == "close"
     assert json.loads(events[-1].data)["finish_reason"] == "cancelled"
     assert httpx.delete(f"{b.url}/chat/stream/unknown-id-000").status_code == 404
+
+
+def test_redis_down_gives_503_json_and_recovery() -> None:
+    from tests.servers import redis_server
+
+    with redis_server() as first:
+        port = first.port
+        env = {"FLASK_SSE_BROKER_URL": f"redis://127.0.0.1:{port}/1",
+               "FLASK_CHAT_DEMO_DELAY": "0"}
+        with gunicorn_server(env=env) as app:
+            assert run_chat(app, "POST", "before").close["finish_reason"] == "stop"
+            first.proc.terminate()
+            first.proc.wait(10)
+            down = httpx.post(app.url + "/chat/stream", json={"message": "during"}, timeout=30)
+            assert down.status_code == 503
+            assert "unavailable" in down.json()["error"]
+            assert down.headers["retry-after"]
+            with redis_server(port=port):
+                assert run_chat(app, "POST", "after").text == demo_reply("after")

@@ -23,9 +23,10 @@ from typing import Any
 from flask import Blueprint, Request, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 
+from ..brokers.base import BrokerError
 from ..concurrency import current as current_concurrency
 from ..event import Event
-from ..mailbox import CloseReason, Mailbox
+from ..mailbox import CloseReason, Mailbox, new_mailbox
 from ..registry import StreamRegistry
 from ..response import DEFAULTS, StreamSettings, last_event_id, registry_for, stream_response
 from ..response import too_many_streams as _too_many_streams
@@ -123,6 +124,13 @@ def create_chat_blueprint(
     def input_error(exc: ChatInputError) -> Response:
         return _error(exc.status, exc.message)
 
+    @bp.errorhandler(BrokerError)
+    def broker_error(exc: BrokerError) -> Response:
+        current_app.logger.warning("chat: %s", exc)
+        response = _error(503, "the event broker is unavailable, retry later")
+        response.headers["Retry-After"] = "2"
+        return response
+
     @bp.route("/stream", methods=["GET", "POST"])
     def stream() -> Response:
         allowed, user = identify()
@@ -137,7 +145,7 @@ def create_chat_blueprint(
         refusal = _too_many_streams()
         if refusal is not None:
             return refusal
-        mailbox = Mailbox(current_concurrency(), chat.queue_size)
+        mailbox = new_mailbox(current_concurrency(), chat.queue_size)
         if resume is None:
             stream_id = secrets.token_urlsafe(16)
             # Following from seq 0 gets whatever the generation wrote before this line as
