@@ -47,10 +47,18 @@ def test_sigterm_during_a_broadcast_loses_nothing(redis: Server) -> None:
                 publish(new, {"n": n}, "deploy")
             started = time.monotonic()
             old.proc.send_signal(signal.SIGTERM)
+            exit_times: list[float] = []
+
+            def wait_for_exit() -> None:
+                old.proc.wait(15)
+                exit_times.append(time.monotonic() - started)
+
+            waiter = threading.Thread(target=wait_for_exit)
+            waiter.start()
             for n in range(50, 100):  # published while the clients move over
                 publish(new, {"n": n}, "deploy")
-            old.proc.wait(15)
-            exit_seconds = time.monotonic() - started
+            waiter.join(20)
+            exit_seconds = exit_times[0]
             for n in range(100, TOTAL):
                 publish(new, {"n": n}, "deploy")
             results = [f.result(timeout=60) for f in futures]
