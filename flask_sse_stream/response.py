@@ -2,7 +2,8 @@
 
 The response body (:class:`StreamBody`) is the WSGI iterable. It yields one chunk per
 wake-up: everything queued in its :class:`~.mailbox.Mailbox` joined into one write, or a
-heartbeat comment when nothing came for ``heartbeat`` seconds. What fills the mailbox runs
+heartbeat comment when nothing came for ``heartbeat`` seconds (under gevent the registry's
+single timer puts it there; with threads the wait times out). What fills the mailbox runs
 apart from the writer (for ``@sse_stream`` views, the view's generator in its own greenlet
 or thread), so heartbeats flow while the producer is blocked, e.g. waiting for a model's
 first token, and a client that leaves can be noticed and the producer stopped at once.
