@@ -116,22 +116,27 @@ class _Gevent:
         if fd < 0:
             return None
         watcher = self._gevent.get_hub().loop.io(fd, 1)  # 1 = EV_READ
+        watcher.start(_EofCheck(sock, callback, watcher))
+        return watcher.close  # type: ignore[no-any-return]  # stops and releases it
 
-        def on_readable() -> None:
-            closed = peer_closed(sock)
-            if closed is None:
-                return  # spurious wake-up
-            watcher.stop()  # EOF, or the client sent bytes (pipelining): stop watching either way
-            if closed:
-                callback()
 
-        watcher.start(on_readable)
+class _EofCheck:
+    """The EOF watcher's callback: a slotted object, smaller than a closure per stream."""
 
-        def cancel() -> None:
-            watcher.stop()
-            watcher.close()
+    __slots__ = ("callback", "sock", "watcher")
 
-        return cancel
+    def __init__(self, sock: Any, callback: Callable[[], None], watcher: Any) -> None:
+        self.sock = sock
+        self.callback = callback
+        self.watcher = watcher
+
+    def __call__(self) -> None:
+        closed = peer_closed(self.sock)
+        if closed is None:
+            return  # spurious wake-up
+        self.watcher.stop()  # EOF, or the client sent bytes (pipelining): stop either way
+        if closed:
+            self.callback()
 
 
 def peer_closed(sock: Any) -> bool | None:

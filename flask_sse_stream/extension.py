@@ -165,10 +165,10 @@ def channel_view() -> Response:
         # retry: hint makes it come back (and replay) once the broker is back.
         current_app.logger.warning("SSE subscribe to %r failed: %s", channel, exc)
         mailbox.close(CloseReason.BROKER_LOST)
-        return stream_response(mailbox, StreamSettings(), concurrency=concurrency)
+        return stream_response(mailbox, StreamSettings.default(), concurrency=concurrency)
     return stream_response(
         mailbox,
-        StreamSettings(),
+        StreamSettings.default(),
         prelude=subscription.prelude,
         on_close=(subscription.close,),
         concurrency=concurrency,

@@ -37,6 +37,7 @@ OPENING = encode_comment("ok")
 GENERATOR_QUEUE = 32  # chunks a generator may run ahead of a slow client
 STOP_TIMEOUT = 5.0  # seconds to wait for a generator's finally: when its client left
 REGISTRY_KEY = "flask_sse_stream.streams"
+SETTINGS_KEY = "flask_sse_stream.default_settings"
 
 DEFAULTS: dict[str, Any] = {
     "SSE_HEARTBEAT_INTERVAL": 15.0,
@@ -51,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _UNSET: Any = object()
+_NO_HEADERS: dict[str, str] = {}  # shared, never mutated
 # Endings after which the client is told to reconnect (and resume) soon.
 _RECONNECT = frozenset({CloseReason.SHUTDOWN, CloseReason.EXPIRED, CloseReason.BROKER_LOST})
 
@@ -71,7 +73,8 @@ def registry_for(app: Any) -> StreamRegistry:
 
 
 class StreamSettings:
-    """Per-response settings, resolved from arguments and the app's config once."""
+    """Per-response settings, resolved from arguments and the app's config once.
+    ``StreamSettings.default()`` is the shared instance for responses without overrides."""
 
     __slots__ = ("headers", "heartbeat", "max_seconds", "retry", "shutdown_retry")
 
@@ -89,10 +92,20 @@ class StreamSettings:
         beat = conf("SSE_HEARTBEAT_INTERVAL") if heartbeat is _UNSET else heartbeat
         self.heartbeat: float | None = float(beat) if beat else None
         self.retry: int | None = conf("SSE_RETRY_MS") if retry is _UNSET else retry
-        self.headers = headers or {}
+        self.headers = headers or _NO_HEADERS
         max_seconds = conf("SSE_MAX_STREAM_SECONDS")
         self.max_seconds: float | None = float(max_seconds) if max_seconds else None
         self.shutdown_retry: int = int(conf("SSE_SHUTDOWN_RETRY_MS"))
+
+    @classmethod
+    def default(cls) -> StreamSettings:
+        """The app's settings without per-view overrides, made once per app (config is
+        read at the first stream, as Flask expects it to be final by then)."""
+        extensions = current_app.extensions
+        settings = extensions.get(SETTINGS_KEY)
+        if settings is None:
+            settings = extensions[SETTINGS_KEY] = cls()
+        return settings
 
 
 def too_many_streams() -> Response | None:

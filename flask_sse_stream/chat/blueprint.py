@@ -160,7 +160,7 @@ def create_chat_blueprint(
             if follow.status is FollowStatus.UNKNOWN:
                 return _expired(stream_id, resume.seq, mailbox)
         response = stream_response(
-            mailbox, StreamSettings(), prelude=follow.prelude, on_close=(follow.stop,)
+            mailbox, StreamSettings.default(), prelude=follow.prelude, on_close=(follow.stop,)
         )
         response.headers["X-Stream-ID"] = stream_id
         return response
@@ -186,4 +186,4 @@ def _expired(stream_id: str, seq: int, mailbox: Mailbox) -> Response:
         id=f"{stream_id}:{seq + 1}",
     )
     mailbox.close(CloseReason.FINISHED)
-    return stream_response(mailbox, StreamSettings(), prelude=close.encode())
+    return stream_response(mailbox, StreamSettings.default(), prelude=close.encode())
