@@ -400,7 +400,12 @@ def sse_stream(
             rv = fn(*args, **kwargs)
             if not _is_stream(rv):
                 return rv
-            return generator_response(rv, StreamSettings(heartbeat, retry, headers))
+            settings = (
+                StreamSettings.default()
+                if heartbeat is _UNSET and retry is _UNSET and not headers
+                else StreamSettings(heartbeat, retry, headers)
+            )
+            return generator_response(rv, settings)
 
         return wrapper  # type: ignore[return-value]
 
