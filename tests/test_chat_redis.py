@@ -71,3 +71,29 @@ def test_redis_down_gives_503_json_and_recovery() -> None:
             assert down.headers["retry-after"]
             with redis_server(port=port):
                 assert run_chat(app, "POST", "after").text == demo_reply("after")
+
+
+def test_followers_elsewhere_are_released_when_the_owner_process_dies(redis: Server) -> None:
+    import signal
+
+    import psutil
+
+    env = {"FLASK_SSE_BROKER_URL": f"redis://127.0.0.1:{redis.port}/3",
+           "FLASK_CHAT_DEMO_DELAY": "0.3", "FLASK_SSE_HEARTBEAT_INTERVAL": "1"}
+    with gunicorn_server(env=env) as owner, gunicorn_server(env=env) as other:
+        first = partial_chat(owner, "GET", "doomed", count=2)
+        last = first.events[-1].last_event_id
+        with open_stream(other.url + "/chat/stream", headers={"Last-Event-ID": last},
+                         timeout=30) as follower:
+            body = b""
+            while len(parse(body).events) < 1:
+                body += follower.read_chunk()
+            for proc in [psutil.Process(owner.proc.pid), *psutil.Process(
+                    owner.proc.pid).children(recursive=True)]:
+                proc.send_signal(signal.SIGKILL)  # a crash: no shutdown hooks run
+            body += follower.read_all()  # ends once the owner's alive key expires
+        assert body.rstrip(b"\n").rsplit(b"\n", 1)[-1].startswith(b"retry: ")
+        after = parse(body).events[-1].last_event_id
+        result = run_chat(other, "GET", "doomed", headers={"Last-Event-ID": after})
+        assert result.close["finish_reason"] == "error"
+        assert "no longer available" in result.close["error"]

@@ -32,6 +32,8 @@ log = logging.getLogger("flask_sse_stream.chat")
 
 BLOCK_MS = 2000
 RUNNING_TTL = 3600  # a generation whose process died without finishing expires after this
+ALIVE_TTL = 10  # seconds: how soon other hosts notice that the owner process died
+ALIVE_EVERY = 3
 _ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
@@ -75,6 +77,11 @@ class _RemoteReader:
                         return
                     time.sleep(0.2 * failures)
                     continue
+                if not response and not store.owner_alive(self.stream_id):
+                    # The process running it died: end these streams; the clients come
+                    # back and are told the reply is no longer available.
+                    self.end(CloseReason.BROKER_LOST)
+                    return
                 for _key, entries in response or ():
                     for entry_id, fields in entries:
                         self.last_id = entry_id.decode()
@@ -131,6 +138,7 @@ class RedisGenerationStore(GenerationStore):
         self.pubsub_client = blocking_client(url)
         self.local = MemoryGenerationStore(retention)
         self.remote: dict[str, _RemoteReader] = {}
+        self._running: set[str] = set()  # generations this process runs
         self.lock = threading.Lock()
         self._cancel_callback: Callable[[str], object] | None = None
         self._listener_started = False
@@ -141,7 +149,7 @@ class RedisGenerationStore(GenerationStore):
     # -- the owning process ------------------------------------------------------------
 
     def create(self, stream_id: str, owner: str | None = None) -> None:
-        self._start_cancel_listener()
+        self._start_background()
         self.local.create(stream_id, owner)
         key = self.key(stream_id)
         marker: dict[str, Any] = {"q": 0}  # makes the generation known everywhere
@@ -151,7 +159,9 @@ class RedisGenerationStore(GenerationStore):
             with self.client.pipeline(transaction=False) as pipe:
                 pipe.xadd(key, marker)
                 pipe.expire(key, RUNNING_TTL)
+                pipe.set(key + ":alive", 1, ex=ALIVE_TTL)
                 pipe.execute()
+            self._running.add(stream_id)
         except _ERRORS as exc:
             raise BrokerError(f"redis unavailable: {exc}") from exc
 
@@ -161,9 +171,32 @@ class RedisGenerationStore(GenerationStore):
         return seq
 
     def finish(self, stream_id: str, data: dict[str, Any]) -> int:
+        self._running.discard(stream_id)
         seq = self.local.finish(stream_id, data)
         self._mirror(stream_id, seq, final=True)
         return seq
+
+    def owner_alive(self, stream_id: str) -> bool:
+        """Whether the process running ``stream_id`` still refreshes its alive key."""
+        try:
+            return bool(self.client.exists(self.key(stream_id) + ":alive"))
+        except _ERRORS:
+            return True  # cannot tell: do not end anything on a Redis hiccup
+
+    def _keep_alive(self) -> None:
+        """Refresh the alive keys of the generations this process runs (one pipeline
+        every ALIVE_EVERY seconds), so other hosts can tell a crashed owner."""
+        while True:
+            time.sleep(ALIVE_EVERY)
+            if not self._running:
+                continue
+            try:
+                with self.client.pipeline(transaction=False) as pipe:
+                    for stream_id in list(self._running):
+                        pipe.set(self.key(stream_id) + ":alive", 1, ex=ALIVE_TTL)
+                    pipe.execute()
+            except _ERRORS as exc:
+                log.warning("chat keep-alive: %s", exc)
 
     def _mirror(self, stream_id: str, seq: int, *, final: bool) -> None:
         fields: dict[str, Any] = {"q": seq, "c": self.local.entry(stream_id, seq)}
@@ -206,6 +239,9 @@ class RedisGenerationStore(GenerationStore):
         if done and after >= last_seq:
             self._drop(reader, follower)
             return Follow(FollowStatus.FINISHED)
+        if not done and not self.owner_alive(stream_id):
+            self._drop(reader, follower)
+            return Follow(FollowStatus.UNKNOWN)  # its process died: it will never finish
         prelude = b"".join(chunk for seq, chunk, _f in parsed if seq > after)
         if done:
             self._drop(reader, follower)
@@ -281,11 +317,14 @@ class RedisGenerationStore(GenerationStore):
     def on_remote_cancel(self, callback: Callable[[str], object]) -> None:
         self._cancel_callback = callback
 
-    def _start_cancel_listener(self) -> None:
+    def _start_background(self) -> None:
+        """The cancel listener and the keep-alive, once per process, at first use."""
         if self._listener_started:
             return
         self._listener_started = True
-        current_concurrency().spawn(self._listen_for_cancels, contextvars.Context())
+        concurrency = current_concurrency()
+        concurrency.spawn(self._listen_for_cancels, contextvars.Context())
+        concurrency.spawn(self._keep_alive, contextvars.Context())
 
     def _listen_for_cancels(self) -> None:
         """One pub/sub connection per process: cancel requests from other processes."""
