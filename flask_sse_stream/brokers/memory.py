@@ -12,20 +12,44 @@ import time
 from collections import deque
 from typing import Any
 
+from gevent import get_hub
+
+from ..concurrency import current as current_concurrency
 from ..event import Event
 from ..mailbox import Mailbox
 from .base import Broker, Subscription, reset_event
 
 __all__ = ["MemoryBroker"]
 
+FANOUT_DELAY = 0.001  # seconds events may wait to share a write; far below any heartbeat
+FANOUT_MAX_BYTES = 64 * 1024  # a batch this big goes out without waiting
+
+
+def _fire(timer: Any, channel: _Channel) -> None:
+    timer.close()
+    channel.flush()
+
 
 class _Channel:
-    __slots__ = ("history", "last_seq", "subscribers")
+    __slots__ = ("history", "last_seq", "pending", "pending_bytes", "subscribers")
 
     def __init__(self, history_size: int) -> None:
         self.history: deque[bytes] = deque(maxlen=history_size)
         self.last_seq = 0  # seq of history[-1]; history holds last_seq-len+1 .. last_seq
         self.subscribers: set[Subscription] = set()
+        # Under gevent, events published within FANOUT_DELAY go out together: one
+        # hand-over (and so one write) per subscriber for the batch, not one per event.
+        self.pending: list[bytes] | None = None  # None: no flush scheduled
+        self.pending_bytes = 0
+
+    def flush(self) -> None:
+        """Hand the pending batch to every subscriber (runs in the hub: never blocks)."""
+        chunks, self.pending, self.pending_bytes = self.pending, None, 0
+        if not chunks:
+            return
+        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        for sub in list(self.subscribers):
+            sub.deliver(payload)
 
 
 class MemoryBroker(Broker):
@@ -47,8 +71,21 @@ class MemoryBroker(Broker):
             chunk = Event(data, event=event, id=event_id, retry=retry).encode()
             if ch.history.maxlen:
                 ch.history.append(chunk)
-            subscribers = list(ch.subscribers) if ch.subscribers else ()
-        for sub in subscribers:
+            if not ch.subscribers:
+                return event_id
+            if current_concurrency().name == "gevent":
+                if ch.pending is None:
+                    ch.pending = [chunk]
+                    timer = get_hub().loop.timer(FANOUT_DELAY)
+                    timer.start(_fire, timer, ch)
+                else:
+                    ch.pending.append(chunk)
+                ch.pending_bytes += len(chunk)
+                if ch.pending_bytes >= FANOUT_MAX_BYTES:
+                    ch.flush()  # a big burst goes out now, in bounded pieces
+                return event_id
+            subscribers = list(ch.subscribers)
+        for sub in subscribers:  # threads: fan out at once
             sub.deliver(chunk)
         return event_id
 
@@ -59,6 +96,9 @@ class MemoryBroker(Broker):
             ch = self._channels.get(channel)
             if ch is None:
                 ch = self._channels[channel] = _Channel(self._history_size)
+            # The pending batch is already in the history the replay reads: send it to
+            # the current subscribers now, so the new one cannot get it twice.
+            ch.flush()
             prelude = b"" if last_event_id is None else self._replay(ch, last_event_id)
             sub = Subscription(channel, mailbox, self._unsubscribe, prelude)
             ch.subscribers.add(sub)
