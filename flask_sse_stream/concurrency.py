@@ -11,7 +11,6 @@ blocked generator is stopped at its next yield.
 from __future__ import annotations
 
 import contextvars
-import queue as std_queue
 import socket
 import sys
 import threading
@@ -29,9 +28,6 @@ class Task(Protocol):
 
 class Concurrency(Protocol):
     name: str
-    Queue: Any
-    Empty: type[Exception]
-    Full: type[Exception]
 
     def spawn(self, fn: Callable[[], None], context: contextvars.Context) -> Task: ...
 
@@ -45,26 +41,23 @@ class Concurrency(Protocol):
 
 
 class _ThreadTask:
-    __slots__ = ("stopping", "thread")
+    __slots__ = ("thread",)
 
     def __init__(self, fn: Callable[[], None], context: contextvars.Context) -> None:
-        self.stopping = threading.Event()
         self.thread = threading.Thread(
             target=context.run, args=(fn,), daemon=True, name="sse-producer"
         )
         self.thread.start()
 
     def stop(self, timeout: float) -> None:
-        self.stopping.set()
+        # A thread cannot be interrupted: the producer sees the closed mailbox at its
+        # next yield; wait for that (bounded).
         if self.thread is not threading.current_thread():
             self.thread.join(timeout)
 
 
 class _Threads:
     name = "threading"
-    Queue: Any = std_queue.Queue
-    Empty: type[Exception] = std_queue.Empty
-    Full: type[Exception] = std_queue.Full
 
     def spawn(self, fn: Callable[[], None], context: contextvars.Context) -> Task:
         return _ThreadTask(fn, context)
@@ -95,12 +88,8 @@ class _Gevent:
 
     def __init__(self) -> None:
         import gevent
-        import gevent.queue
 
         self._gevent = gevent
-        self.Queue = gevent.queue.Queue
-        self.Empty = gevent.queue.Empty
-        self.Full = gevent.queue.Full
 
     def spawn(self, fn: Callable[[], None], context: contextvars.Context) -> Task:
         return _GreenletTask(self._gevent.spawn(context.run, fn))

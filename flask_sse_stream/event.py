@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["Event", "data_text", "encode_comment", "encode_data", "encode_retry", "to_bytes"]
+__all__ = ["Event", "data_text", "encode_comment", "encode_retry", "to_bytes"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -121,11 +121,6 @@ class Event:
         if self.dispatches:
             parts.append(b"\n")
         return b"".join(parts)
-
-
-def encode_data(data: Any, event: str | None = None, id: str | None = None) -> bytes:
-    """Shortcut for ``Event(data, event, id).encode()`` used on hot paths."""
-    return Event(data, event=event, id=id).encode()
 
 
 def encode_comment(text: str = "") -> bytes:

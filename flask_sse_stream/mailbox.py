@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import queue
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -71,7 +72,7 @@ class Mailbox(ABC):
 def new_mailbox(concurrency: Concurrency, maxsize: int) -> Mailbox:
     if concurrency.name == "gevent":
         return GeventMailbox(maxsize)
-    return ThreadMailbox(concurrency, maxsize)
+    return ThreadMailbox(maxsize)
 
 
 class GeventMailbox(Mailbox):
@@ -161,11 +162,11 @@ def _wait(waiter: Any, timeout: float | None) -> bool:
 class ThreadMailbox(Mailbox):
     __slots__ = ("_empty", "_full", "_queue")
 
-    def __init__(self, concurrency: Concurrency, maxsize: int) -> None:
+    def __init__(self, maxsize: int) -> None:
         super().__init__()
-        self._queue: Any = concurrency.Queue(maxsize)
-        self._empty = concurrency.Empty
-        self._full = concurrency.Full
+        self._queue: queue.Queue[bytes] = queue.Queue(maxsize)
+        self._empty = queue.Empty
+        self._full = queue.Full
 
     def offer(self, chunk: bytes) -> bool:
         try:
