@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify, request
 
 from .brokers import Broker, BrokerError, create_broker, valid_channel
+from .cli import sse_cli
 from .concurrency import current as current_concurrency
 from .mailbox import CloseReason, new_mailbox
 from .registry import StreamRegistry
@@ -21,6 +22,7 @@ from .response import (
     stream_response,
     too_many_streams,
 )
+from .tokens import check_token, init_tokens, make_token
 
 __all__ = ["SSE"]
 
@@ -104,6 +106,7 @@ class SSE:
             app.config.setdefault(key, value)
         _coerce(app.config)
         _check_config(app.config)
+        init_tokens(app)
         broker = create_broker(
             app.config["SSE_BROKER_URL"], history_size=int(app.config["SSE_HISTORY_SIZE"])
         )
@@ -116,6 +119,7 @@ class SSE:
         prefix = app.config["SSE_URL_PREFIX"]
         if prefix:
             app.add_url_rule(prefix, endpoint="sse.channel", view_func=channel_view)
+        app.cli.add_command(sse_cli)
 
     @staticmethod
     def _state() -> SSEState:
@@ -135,6 +139,11 @@ class SSE:
             raise ValueError(f"invalid channel name {channel!r}")
         return self._state().broker.publish(channel, data, event=event, retry=retry)
 
+    def subscribe_token(self, channels: list[str], expires_in: float = 300) -> str:
+        """A signed token (app's ``SECRET_KEY``) letting its holder read ``channels`` for
+        ``expires_in`` seconds, for ``?token=`` when ``SSE_SUBSCRIBE_TOKENS`` is on."""
+        return make_token(current_app, channels, expires_in)
+
     def stats(self) -> dict[str, Any]:
         """Open streams (all SSE responses of this app in this process) and local
         subscribers per channel."""
@@ -151,6 +160,9 @@ def channel_view() -> Response:
     channel = request.args.get("channel", "sse")
     if not valid_channel(channel):
         return json_error("invalid channel: 1 to 128 characters from A-Z a-z 0-9 _ - . :", 400)
+    denied = check_token(request.args.get("token"), [channel])
+    if denied is not None:
+        return denied
     if state.authorize is not None and not state.authorize(channel):
         return json_error("not allowed to subscribe to this channel", 403)
     refusal = too_many_streams()

@@ -1,0 +1,90 @@
+"""Testing helper: read the events of a streaming response from Flask's test client.
+
+An endless stream never ends by itself, so a test cannot just read ``response.data``.
+``read_events`` reads the body in a helper thread, stops after ``count`` events (or when
+``timeout`` seconds pass with nothing new, or when the stream ends) and then closes the
+response, so the view's generator is closed (its ``finally:`` runs) and the stream's
+subscription is released::
+
+    from flask_sse_stream.testing import read_events
+
+    def test_countdown(app):
+        response = app.test_client().get("/countdown", buffered=False)
+        events = read_events(response, count=3)
+        assert [e.data for e in events] == ['{"n":10}', '{"n":9}', '{"n":8}']
+
+Works in a plain pytest process (no gevent monkey-patching): the test client runs the
+view in the calling thread and the generator in a thread of its own.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .event import Event
+from .parse import EventParser
+
+__all__ = ["read_events"]
+
+_DONE = object()
+
+
+def _pump(body: Iterable[bytes], out: queue.Queue[Any]) -> None:
+    try:
+        for chunk in body:
+            out.put(chunk)
+    except BaseException as exc:  # handed to the test's thread, raised there
+        out.put(exc)
+    finally:
+        out.put(_DONE)
+
+
+def read_events(response: Any, count: int | None = None, timeout: float = 5.0) -> list[Event]:
+    """The events of ``response`` (``client.get(..., buffered=False)``), parsed by the
+    WHATWG rules (comments and heartbeats skipped; ``event``, ``id``, ``retry`` kept).
+
+    Reads until ``count`` events came, or, with ``count=None``, until the stream ends or
+    ``timeout`` seconds pass without a new event. ``timeout`` also bounds each wait when a
+    ``count`` is given: fewer events than asked come back rather than a hang. The response
+    is closed before returning, whatever happened.
+    """
+    if count is not None and count < 0:
+        raise ValueError("count must be >= 0")
+    parser = EventParser()
+    events: list[Event] = []
+    chunks: queue.Queue[Any] = queue.Queue()
+    reader = threading.Thread(
+        target=_pump, args=(response.response, chunks), daemon=True, name="read_events"
+    )
+    try:
+        if count == 0:
+            return events
+        reader.start()
+        deadline = time.monotonic() + timeout
+        while count is None or len(events) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                item = chunks.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            new = parser.feed(item)
+            if new:
+                events.extend(new)
+                deadline = time.monotonic() + timeout  # the timeout is "nothing new"
+    finally:
+        # In this thread (the one that pushed the request context): closing ends the
+        # stream, which wakes the reader thread if it is blocked on the next chunk.
+        response.close()
+        if reader.is_alive():
+            reader.join(timeout)
+    return events if count is None else events[:count]

@@ -1,0 +1,116 @@
+"""Subscribe tokens: a signed, expiring list of channels a client may read.
+
+``EventSource`` cannot send headers, and cookies do not cross origins, so a page that may
+read a channel gets a token from an endpoint it is already authenticated for and puts it
+in the stream URL (``?token=...``). With ``SSE_SUBSCRIBE_TOKENS = True`` the channel route
+then refuses a request without a valid token: missing, forged or expired gives 401 JSON,
+a channel the token does not name gives 403 JSON (and ``authorize`` is still asked).
+
+``EventSource`` treats any non-200 answer as final: a reconnect whose token has expired
+ends the ``EventSource`` for good. That is intended: the page fetches a fresh token and
+opens a new ``EventSource`` (passing ``lastEventId`` in the URL to resume). Tokens are
+signed with the app's ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` are accepted too, for key
+rotation) with itsdangerous, which Flask already depends on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from .brokers import valid_channel
+
+__all__ = ["SALT", "check_token", "init_tokens", "make_token", "tokens_required"]
+
+SALT = "flask-sse-stream.subscribe"
+CONFIG_KEY = "SSE_SUBSCRIBE_TOKENS"
+
+
+def _serializer(app: Flask) -> URLSafeSerializer:
+    secret = app.config.get("SECRET_KEY")
+    if not secret:
+        raise RuntimeError(
+            "subscribe tokens are signed with the app's SECRET_KEY: set app.config['SECRET_KEY']"
+        )
+    # itsdangerous signs with the last key and accepts every one of them
+    keys = [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), secret]
+    return URLSafeSerializer(keys, salt=SALT)
+
+
+def init_tokens(app: Flask) -> None:
+    """Set the config default; with tokens on, fail at start-up if ``SECRET_KEY`` is missing
+    (rather than at the first subscription)."""
+    app.config.setdefault(CONFIG_KEY, False)
+    if tokens_required(app):
+        _serializer(app)
+
+
+def tokens_required(app: Flask) -> bool:
+    value = app.config.get(CONFIG_KEY, False)
+    if isinstance(value, str):  # from a FLASK_* variable that was not JSON
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def make_token(app: Flask, channels: Iterable[str] | str, expires_in: float = 300) -> str:
+    """A token allowing ``channels`` until ``expires_in`` seconds from now."""
+    names = [channels] if isinstance(channels, str) else list(channels)
+    if not names:
+        raise ValueError("a subscribe token must name at least one channel")
+    for name in names:
+        if not isinstance(name, str) or not valid_channel(name):
+            raise ValueError(f"invalid channel name {name!r}")
+    if (
+        isinstance(expires_in, bool)
+        or not isinstance(expires_in, (int, float))
+        or not (expires_in > 0 and math.isfinite(expires_in))
+    ):
+        raise ValueError(f"expires_in must be a positive number of seconds, not {expires_in!r}")
+    expires = math.ceil(time.time() + expires_in)
+    return str(_serializer(app).dumps({"c": sorted(set(names)), "e": expires}))
+
+
+def _error(message: str, status: int) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    return response
+
+
+def _payload(token: str) -> dict[str, Any] | None:
+    try:
+        payload = _serializer(current_app).loads(token)
+    except BadSignature:
+        return None
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("c"), list)
+        or not isinstance(payload.get("e"), int)
+    ):
+        return None
+    return payload
+
+
+def check_token(token: str | None, channels: list[str]) -> Response | None:
+    """The error response for a request that may not read every one of ``channels``
+    (401 for a missing, forged or expired token, 403 if one is not named), or None.
+    None at once when ``SSE_SUBSCRIBE_TOKENS`` is off. Called with every channel of the
+    stream, so a token for ``[a]`` never reads ``b``."""
+    if not tokens_required(current_app):
+        return None
+    if not token:
+        return _error("a subscribe token is required: add ?token=...", 401)
+    payload = _payload(token)
+    if payload is None:
+        return _error("invalid subscribe token", 401)
+    if payload["e"] < time.time():
+        return _error("subscribe token expired: fetch a new one", 401)
+    allowed = set(payload["c"])
+    for channel in channels:
+        if channel not in allowed:
+            return _error(f"the subscribe token does not allow channel {channel!r}", 403)
+    return None
