@@ -29,6 +29,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         OPENAI_MODEL="gpt-4o-mini",
         OPENAI_TIMEOUT=60.0,
         TICKER_INTERVAL=1.0,
+        TICKER_TOKEN_SECONDS=300,
         SSE_RETRY_MS=1000,
     )
     app.config.from_prefixed_env()
@@ -44,6 +45,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"ok": True, "pid": os.getpid(), **sse.stats()}
+
+    @app.get("/ticker-token")
+    def ticker_token() -> dict[str, Any]:
+        """A subscribe token for the ticker (``null`` without a ``SECRET_KEY``); the
+        channel route requires one with ``SSE_SUBSCRIBE_TOKENS = True``."""
+        if not app.config.get("SECRET_KEY"):
+            return {"token": None}
+        seconds = float(app.config["TICKER_TOKEN_SECONDS"])
+        return {"token": sse.subscribe_token(["ticker"], expires_in=seconds)}
 
     if app.config["TICKER_INTERVAL"]:
         start_ticker(app, sse, float(app.config["TICKER_INTERVAL"]))

@@ -102,7 +102,7 @@ def test_check_token_takes_every_channel_of_a_stream(app_sse) -> None:
 
 
 def test_tokens_off_by_default_and_token_ignored() -> None:
-    app, sse = make_app(tokens=False)
+    app, _sse = make_app(tokens=False)
     response = app.test_client().get("/stream?channel=x", buffered=False)
     assert response.status_code == 200
     response.close()

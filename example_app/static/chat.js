@@ -303,16 +303,36 @@ ui.message.addEventListener("keydown", (e) => {
 ui.stop.addEventListener("click", () => current?.stop());
 
 // --- Live ticker: a channel the server publishes to with sse.publish() -----------------
+// The stream URL carries a subscribe token from /ticker-token (EventSource cannot send
+// headers). A reconnect with an expired token gets 401, and EventSource treats any non-200
+// as final: then we fetch a fresh token and open a new EventSource, passing the last id
+// seen as ?lastEventId= so the channel resumes where it stopped.
+
+const TICKER_TOKEN_URL = new URL(document.body.dataset.tickerTokenUrl || "ticker-token",
+  document.baseURI);
+
+async function tickerUrl(lastId) {
+  const url = new URL(TICKER_URL);
+  try {
+    const response = await fetch(TICKER_TOKEN_URL, { cache: "no-store" });
+    const { token } = response.ok ? await response.json() : {};
+    if (token) url.searchParams.set("token", token);
+  } catch {
+    // no token: fine if the server does not require one, else the 401 brings us back
+  }
+  if (lastId) url.searchParams.set("lastEventId", lastId);
+  return url;
+}
 
 function startTicker() {
   const box = $("ticker");
   const status = $("ticker-status");
-  const source = new EventSource(TICKER_URL);
   const set = (state, text) => {
     box.dataset.state = state;
     status.textContent = text;
   };
-  source.addEventListener("open", () => set("live", "live"));
+  let lastId = "";
+  let failures = 0;
   const show = (e) => {
     const data = parseJSON(e.data) || {};
     const time = new Date(data.time);
@@ -321,21 +341,39 @@ function startTicker() {
       ? String(data.time ?? "–")
       : time.toLocaleTimeString();
     $("ticker-streams").textContent = String(data.open_streams ?? "–");
-    box.dataset.lastId = e.lastEventId;
+    lastId = e.lastEventId || lastId;
+    box.dataset.lastId = lastId;
     set("live", "live");
     box.classList.remove("pulse");
     void box.offsetWidth; // restart the CSS animation
     box.classList.add("pulse");
   };
-  // The example app publishes with event="tick"; plain messages are shown the same way.
-  source.addEventListener("tick", show);
-  source.addEventListener("message", show);
-  // After a reconnect the server says whether it could replay everything we missed.
-  source.addEventListener("reset", () => set("live", "live (resynced: some ticks were missed)"));
-  source.addEventListener("error", () => {
-    if (source.readyState === EventSource.CLOSED) set("offline", "offline");
-    else set("reconnecting", "reconnecting…");
-  });
+  const connect = async () => {
+    const source = new EventSource(await tickerUrl(lastId));
+    box.dataset.sources = String(Number(box.dataset.sources || 0) + 1);
+    source.addEventListener("open", () => {
+      failures = 0;
+      set("live", "live");
+    });
+    // The example app publishes with event="tick"; plain messages are shown the same way.
+    source.addEventListener("tick", show);
+    source.addEventListener("message", show);
+    // After a reconnect the server says whether it could replay everything we missed.
+    source.addEventListener("reset", () => set("live", "live (resynced: some ticks were missed)"));
+    source.addEventListener("error", () => {
+      if (source.readyState !== EventSource.CLOSED) {
+        set("reconnecting", "reconnecting…");
+        return;
+      }
+      // Final (e.g. 401: the token expired): a new token and a new EventSource, backing off.
+      source.close();
+      failures += 1;
+      set("reconnecting", "reconnecting (new token)…");
+      const delay = Math.min(30000, 500 * 2 ** Math.min(failures, 6)) * (0.5 + Math.random());
+      setTimeout(connect, delay);
+    });
+  };
+  connect();
 }
 
 startTicker();
