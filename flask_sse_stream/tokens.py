@@ -8,7 +8,8 @@ a channel the token does not name gives 403 JSON (and ``authorize`` is still ask
 
 ``EventSource`` treats any non-200 answer as final: a reconnect whose token has expired
 ends the ``EventSource`` for good. That is intended: the page fetches a fresh token and
-opens a new ``EventSource`` (passing ``lastEventId`` in the URL to resume). Tokens are
+opens a new ``EventSource`` (passing ``lastEventId`` in the URL to resume). A token is
+checked when a stream opens: an open stream is not cut when its token expires. Tokens are
 signed with the app's ``SECRET_KEY`` (``SECRET_KEY_FALLBACKS`` are accepted too, for key
 rotation) with itsdangerous, which Flask already depends on.
 """
