@@ -44,11 +44,13 @@ def test_npm_clients_consume_get_and_post_streams() -> None:
     assert rest["close"]["finish_reason"] == "stop"
 
 
-def test_page_sse_client_node_tests() -> None:
+def test_page_scripts_node_tests() -> None:
     """tests/node/sse-client.test.mjs: the parser against a transcription of the spec and
     against eventsource-parser over 4,000 random streams, linear time on long lines, and
-    FetchEventSource's Last-Event-ID and MIME type handling."""
-    done = subprocess.run(["node", "--test", "sse-client.test.mjs"], cwd=NODE_DIR,
+    FetchEventSource's Last-Event-ID and MIME type handling; conversation.test.mjs: the
+    turns the page sends back."""
+    tests = ["sse-client.test.mjs", "conversation.test.mjs"]
+    done = subprocess.run(["node", "--test", *tests], cwd=NODE_DIR,
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "# fail 0" in done.stdout and "# pass " in done.stdout

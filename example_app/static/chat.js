@@ -10,6 +10,7 @@
 // Everything the model or the user wrote is put on the page with textContent / Text nodes,
 // never parsed as HTML.
 
+import { conversation } from "./conversation.js";
 import { FetchEventSource } from "./sse-client.js";
 
 const $ = (id) => document.getElementById(id);
@@ -38,17 +39,6 @@ const LIMITS = {
 
 /** The finished turns, oldest first: what POST sends back as `messages`. */
 const history = [];
-
-/** The conversation to send with `text`: the newest turns that fit the server's limits. */
-function conversation(text) {
-  const messages = [...history, { role: "user", content: text }];
-  let chars = messages.reduce((n, m) => n + m.content.length, 0);
-  while (messages.length > 1 && (messages.length > LIMITS.messages || chars > LIMITS.chars)) {
-    chars -= messages.shift().content.length; // forget the oldest turn first
-  }
-  while (messages.length > 1 && messages[0].role !== "user") messages.shift();
-  return messages;
-}
 
 function setStatus(state, text) {
   ui.status.dataset.state = state;
@@ -145,7 +135,7 @@ class Exchange {
       this.sent = 1;
       return new EventSource(url);
     }
-    const messages = conversation(text);
+    const messages = conversation(history, text, LIMITS);
     this.sent = messages.length;
     return new FetchEventSource(CHAT_URL, {
       method: "POST",
