@@ -174,6 +174,7 @@ export class FetchEventSource extends EventTarget {
       // Bad headers in the options: sending the request again cannot help. (Await first:
       // the first attempt runs inside the constructor, before any listener is added.)
       await null;
+      if (this.readyState === CLOSED) return;
       return this.fail({ status: 0, message: String(error?.message ?? error), body: null });
     }
 
