@@ -5,10 +5,12 @@ Run it with ``gunicorn -c example_app/gunicorn.conf.py "example_app:create_app()
 
 from __future__ import annotations
 
+import hmac
 import os
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, Request, Response, render_template, request
 
 from flask_sse_stream import SSE
 from flask_sse_stream.chat import ChatBackend, DemoBackend, OpenAIBackend, create_chat_blueprint
@@ -31,16 +33,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         TICKER_INTERVAL=1.0,
         TICKER_TOKEN_SECONDS=300,
         SSE_RETRY_MS=1000,
+        CHAT_TOKEN=None,
     )
     app.config.from_prefixed_env()
     if config:
         app.config.update(config)
     sse.init_app(app)
-    app.register_blueprint(create_chat_blueprint(make_backend(app)), url_prefix="/chat")
+    authorize = make_authorize(app)
+    app.register_blueprint(
+        create_chat_blueprint(make_backend(app), authorize=authorize), url_prefix="/chat"
+    )
 
     @app.get("/")
-    def index() -> str:
-        return render_template("index.html")
+    def index() -> Response:
+        response = Response(render_template("index.html", chat_token=app.config["CHAT_TOKEN"]))
+        if app.config["CHAT_TOKEN"]:
+            set_token_cookie(response, str(app.config["CHAT_TOKEN"]))
+        return response
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -73,3 +82,42 @@ def make_backend(app: Flask) -> ChatBackend:
             timeout=float(app.config["OPENAI_TIMEOUT"]),
         )
     raise ValueError(f"CHAT_BACKEND must be 'demo' or 'openai', not {kind!r}")
+
+
+TOKEN_HEADER = "token"
+TOKEN_COOKIE = "chat_token"
+
+
+def make_authorize(app: Flask) -> Callable[[Request], bool] | None:
+    """``CHAT_TOKEN`` (env ``FLASK_CHAT_TOKEN``) set: the chat routes need that token.
+
+    Fetch clients (POST, DELETE, a resumed POST) send it as the header ``token: <value>``.
+    ``EventSource`` cannot set headers, so a GET may instead carry the ``chat_token``
+    cookie that the page sets when it is served: HttpOnly and ``SameSite=Strict``, so
+    other sites cannot start generations with a visitor's cookie, and the token never
+    appears in URLs (logs, history, Referer). Unset: the routes are open.
+    """
+    token = app.config.get("CHAT_TOKEN")
+    if not token:
+        return None
+    expected = str(token).encode()
+
+    def authorize(req: Request) -> bool:
+        given = req.headers.get(TOKEN_HEADER)
+        if given is None and req.method == "GET":
+            given = req.cookies.get(TOKEN_COOKIE)
+        return given is not None and hmac.compare_digest(given.encode(), expected)
+
+    return authorize
+
+
+def set_token_cookie(response: Response, token: str) -> None:
+    """The cookie GET streams authenticate with (see :func:`make_authorize`)."""
+    response.set_cookie(
+        TOKEN_COOKIE,
+        token,
+        path=f"{request.script_root}/chat",
+        httponly=True,
+        samesite="Strict",
+        secure=request.is_secure,
+    )

@@ -239,11 +239,12 @@ def read_stream(
     return StreamResult(200, events)
 
 
-def full_reply(message: str) -> str:
-    """The whole reply the demo backend gives for ``message`` (it is deterministic)."""
+def full_reply(message: str, history: list[dict[str, str]] | None = None) -> str:
+    """The whole reply the demo backend gives for ``message`` after the turns in
+    ``history`` (it is deterministic, and says how many messages it received)."""
     from flask_sse_stream.chat import DemoBackend
 
-    return DemoBackend.reply_for([{"role": "user", "content": message}])
+    return DemoBackend.reply_for([*(history or []), {"role": "user", "content": message}])
 
 
 # --- a TCP proxy that can drop connections ------------------------------------------------

@@ -6,14 +6,20 @@ fetch-based client in example_app/static/sse-client.js.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests import browser
-from tests.browser import SCREENSHOT, full_reply, read_stream
+from tests.browser import SCREENSHOT, SERVER_ENV, full_reply, read_stream
+from tests.servers import Server, gunicorn_server
+
+pytestmark = pytest.mark.slow
 
 # The fixtures of tests/browser.py, made visible to pytest in this module.
 playwright_instance = browser.playwright_instance
@@ -68,17 +74,59 @@ def test_reply_grows_piece_by_piece(open_chat, mode):
 
 
 def test_both_modes_side_by_side(open_chat):
-    """One page, one reply over GET and one over POST, each labelled with its transport."""
+    """One page, one reply over GET and one over POST, each labelled with its transport.
+    The POST carries the GET turn as history; the GET carried only its own message."""
     chat = open_chat()
+    history: list[dict[str, str]] = []
     for mode in MODES:
         prompt = f"Same question via {mode}"
         chat.send(prompt, mode)
         chat.wait_for_state("done")
-        assert chat.reply_text() == full_reply(prompt)
+        expected = full_reply(prompt, history if mode == "post" else None)
+        assert chat.reply_text() == expected
+        history += [{"role": "user", "content": prompt}, {"role": "assistant", "content": expected}]
     replies = chat.page.locator("#transcript .turn.assistant")
     assert replies.count() == 2
     assert [replies.nth(i).get_attribute("data-mode") for i in range(2)] == MODES
     assert chat.page.locator("#reply").count() == 1  # only the newest reply has the id
+
+
+def test_conversation_goes_back_as_messages(open_chat):
+    """Two turns over POST: the second request carries the whole conversation, and the
+    demo backend's reply says it received three messages. GET carries only the last."""
+    chat = open_chat()
+    bodies = []
+    chat.page.on(
+        "request",
+        lambda r: bodies.append(json.loads(r.post_data or "null"))
+        if r.method == "POST" and r.url.endswith("/chat/stream")
+        else None,
+    )
+    first, second = "What is a server-sent event?", "And how does it resume after a drop?"
+    chat.send(first, "post")
+    chat.wait_for_state("done")
+    reply = chat.reply_text()
+    assert reply == full_reply(first)
+    assert "holds 1 message." in reply
+
+    chat.send(second, "post")
+    chat.wait_for_state("done")
+    history = [{"role": "user", "content": first}, {"role": "assistant", "content": reply}]
+    assert chat.reply_text() == full_reply(second, history)
+    assert "the conversation so far holds 3 messages." in chat.reply_text()
+    assert chat.page.get_by_text("holds 3 messages").count() == 1  # on screen, once
+    assert chat.dataset()["sentMessages"] == "3"
+    assert bodies == [
+        {"messages": [{"role": "user", "content": first}]},
+        {"messages": [*history, {"role": "user", "content": second}]},
+    ]
+
+    # EventSource can only put the last message in the URL; the page says so.
+    chat.send("Over GET now", "get")
+    chat.wait_for_state("done")
+    assert chat.reply_text() == full_reply("Over GET now")
+    assert chat.dataset()["sentMessages"] == "1"
+    assert "last message only" in (chat.page.text_content("#mode") or "")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -348,3 +396,67 @@ def test_sse_client_reports_http_errors_without_retrying(open_chat):
     result = chat.page.evaluate(RUN_SOURCE, {"closeOnClose": True})
     assert result["log"] == [["error", 2, 413, "message too long"]]
     assert len(requests) == 1
+
+
+# --- token header mode (FLASK_CHAT_TOKEN) --------------------------------------------------
+
+TOKEN = "demo-token-4711"
+
+
+@pytest.fixture(scope="module")
+def token_server() -> Iterator[Server]:
+    with gunicorn_server(env={**SERVER_ENV, "FLASK_CHAT_TOKEN": TOKEN}) as server:
+        yield server
+
+
+def test_token_mode_refuses_requests_without_the_token(token_server):
+    url = token_server.url + "/chat/stream"
+    with httpx.Client(timeout=10) as client:
+        for headers in ({}, {"token": "wrong"}, {"token": TOKEN + "x"}):
+            refused = client.post(url, json={"message": "hi"}, headers=headers)
+            assert refused.status_code == 401, headers
+            assert refused.json() == {"error": "not authorized"}
+        # The cookie is for EventSource (GET) only; a POST needs the header.
+        cookie = {"Cookie": f"chat_token={TOKEN}"}
+        refused = client.post(url, json={"message": "hi"}, headers=cookie)
+        assert refused.status_code == 401
+        assert client.get(url, params={"message": "hi"}).status_code == 401
+        # With the cookie, a GET passes the check (and then fails validation: no message).
+        assert client.get(url, headers=cookie).status_code == 400
+        assert client.delete(url + "/abc", headers={"token": "wrong"}).status_code == 401
+        assert client.delete(url + "/abc", headers={"token": TOKEN}).status_code == 404
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_token_mode_page_works_with_the_token(open_chat, token_server, mode):
+    chat = open_chat(token_server.url)
+    cookie = {c["name"]: c for c in chat.page.context.cookies()}["chat_token"]
+    assert (cookie["value"], cookie["httpOnly"], cookie["sameSite"]) == (TOKEN, True, "Strict")
+    sent = []
+    chat.page.on(
+        "request",
+        lambda r: sent.append((r.method, r.headers.get("token")))
+        if "/chat/stream" in r.url
+        else None,
+    )
+
+    chat.send("Hello with a token", mode)
+    assert chat.wait_for_state("done") == "done"
+    assert chat.reply_text() == full_reply("Hello with a token")
+
+    chat.send(LONG_PROMPT, mode)  # Stop sends DELETE with the token header too
+    chat.wait_for_length(20)
+    chat.page.click("#stop")
+    chat.page.wait_for_function("() => document.getElementById('reply').dataset.deleteStatus")
+    assert chat.dataset()["deleteStatus"] == "204"
+    expected_header = None if mode == "get" else TOKEN  # EventSource: the cookie instead
+    assert [h for m, h in sent if m != "DELETE"] == [expected_header] * 2
+    assert [h for m, h in sent if m == "DELETE"] == [TOKEN]
+
+    # The same page without the header is refused: the token is what lets it in.
+    status = chat.page.evaluate(
+        """async () => (await fetch("/chat/stream", {method: "POST",
+             headers: {"Content-Type": "application/json"},
+             body: JSON.stringify({message: "no token"})})).status"""
+    )
+    assert status == 401

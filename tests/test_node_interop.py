@@ -1,4 +1,5 @@
-"""npm's `eventsource` (GET) and `@microsoft/fetch-event-source` (POST) read our streams."""
+"""npm's `eventsource` (GET) and `@microsoft/fetch-event-source` (POST) read our streams;
+the page's own client (example_app/static/sse-client.js) passes its Node tests."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from tests.servers import gunicorn_server
 
 NODE_DIR = Path(__file__).parent / "node"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or not (NODE_DIR / "node_modules").is_dir(),
-    reason="node or the npm packages are missing (scripts/test installs them)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("node") is None or not (NODE_DIR / "node_modules").is_dir(),
+        reason="node or the npm packages are missing (scripts/test installs them)",
+    ),
+    pytest.mark.slow,
+]
 
 
 def test_npm_clients_consume_get_and_post_streams() -> None:
@@ -38,3 +42,15 @@ def test_npm_clients_consume_get_and_post_streams() -> None:
     assert first["messages"] == 5
     assert first["text"] + rest["text"] == expected
     assert rest["close"]["finish_reason"] == "stop"
+
+
+def test_page_scripts_node_tests() -> None:
+    """tests/node/sse-client.test.mjs: the parser against a transcription of the spec and
+    against eventsource-parser over 4,000 random streams, linear time on long lines, and
+    FetchEventSource's Last-Event-ID and MIME type handling; conversation.test.mjs: the
+    turns the page sends back."""
+    tests = ["sse-client.test.mjs", "conversation.test.mjs"]
+    done = subprocess.run(["node", "--test", *tests], cwd=NODE_DIR,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "# fail 0" in done.stdout and "# pass " in done.stdout

@@ -1,6 +1,8 @@
 // chat.js: the demo page. One reply at a time streams from /chat/stream, either through the
-// browser's EventSource (GET) or through FetchEventSource (POST, see sse-client.js). Both
-// expose the same events, so one Exchange class drives either:
+// browser's EventSource (GET) or through FetchEventSource (POST, see sse-client.js). POST
+// sends the conversation so far as `messages` (user and assistant turns); GET can only put
+// the last message in its URL. Both expose the same events, so one Exchange class drives
+// either:
 //   message  {"content": "..."}                      -> append to the reply
 //   close    {"finish_reason": ..., "error"?: ...}   -> the reply is over: close the source
 //   error    readyState CONNECTING: reconnecting (it resumes with Last-Event-ID)
@@ -8,6 +10,7 @@
 // Everything the model or the user wrote is put on the page with textContent / Text nodes,
 // never parsed as HTML.
 
+import { conversation } from "./conversation.js";
 import { FetchEventSource } from "./sse-client.js";
 
 const $ = (id) => document.getElementById(id);
@@ -24,6 +27,18 @@ const ui = {
 const CHAT_URL = new URL(document.body.dataset.chatUrl, document.baseURI);
 const TICKER_URL = new URL(document.body.dataset.tickerUrl, document.baseURI);
 const MODE_LABEL = { get: "GET · EventSource", post: "POST · fetch()" };
+// With CHAT_TOKEN set on the server, fetch() requests carry it in a `token` header;
+// EventSource cannot set headers and relies on the cookie the page came with.
+const TOKEN = document.body.dataset.chatToken || "";
+const AUTH = TOKEN ? { token: TOKEN } : {};
+// The server's limits on `messages` (CHAT_MAX_MESSAGES, CHAT_MAX_CHARS).
+const LIMITS = {
+  messages: Number(document.body.dataset.maxMessages) || Infinity,
+  chars: Number(document.body.dataset.maxChars) || Infinity,
+};
+
+/** The finished turns, oldest first: what POST sends back as `messages`. */
+const history = [];
 
 function setStatus(state, text) {
   ui.status.dataset.state = state;
@@ -71,6 +86,7 @@ function atBottom() {
 class Exchange {
   constructor(text, mode) {
     this.mode = mode;
+    this.prompt = text;
     this.streamId = "";
     this.lastSeq = 0;
     this.stats = { events: 0, duplicates: 0, gaps: 0, reconnects: 0 };
@@ -116,12 +132,15 @@ class Exchange {
       const url = new URL(CHAT_URL);
       url.searchParams.set("message", text);
       this.url = url;
+      this.sent = 1;
       return new EventSource(url);
     }
+    const messages = conversation(history, text, LIMITS);
+    this.sent = messages.length;
     return new FetchEventSource(CHAT_URL, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ message: text }),
+      headers: { "Content-Type": "application/json", ...AUTH },
+      body: JSON.stringify({ messages }),
     });
   }
 
@@ -213,7 +232,7 @@ class Exchange {
     let message = "The server refused the stream.";
     try {
       const response = await fetch(this.url, {
-        headers: { Accept: "text/event-stream" },
+        headers: { Accept: "text/event-stream", ...AUTH },
         signal: controller.signal,
       });
       if (!response.ok) {
@@ -239,13 +258,18 @@ class Exchange {
     this.finish("stopped", "stopped");
     if (!this.streamId) return; // nothing arrived yet: the server drops it on disconnect
     const url = new URL(`${CHAT_URL.pathname}/${encodeURIComponent(this.streamId)}`, CHAT_URL);
-    fetch(url, { method: "DELETE" })
+    fetch(url, { method: "DELETE", headers: AUTH })
       .then((response) => (this.reply.dataset.deleteStatus = String(response.status)))
       .catch(() => (this.reply.dataset.deleteStatus = "network-error"));
   }
 
   finish(state, text) {
     this.done = true;
+    // The turn joins the conversation if the user got a reply (whole or stopped part).
+    const reply = this.text.data;
+    if (state !== "error" && reply.trim()) {
+      history.push({ role: "user", content: this.prompt }, { role: "assistant", content: reply });
+    }
     this.reply.dataset.state = state;
     this.reply.removeAttribute("aria-busy");
     setStatus(state, text);
@@ -259,6 +283,7 @@ class Exchange {
   update() {
     const { events, duplicates, gaps, reconnects } = this.stats;
     Object.assign(this.reply.dataset, {
+      sentMessages: String(this.sent),
       streamId: this.streamId,
       lastSeq: String(this.lastSeq),
       events: String(events),
@@ -266,7 +291,8 @@ class Exchange {
       gaps: String(gaps),
       reconnects: String(reconnects),
     });
-    const parts = [`${events} events`];
+    const parts = [this.sent === 1 ? "sent 1 message" : `sent ${this.sent} messages`];
+    parts.push(`${events} events`);
     if (this.streamId) parts.push(`last id ${this.streamId}:${this.lastSeq}`);
     if (reconnects) parts.push(`resumed ${reconnects}×`);
     if (duplicates) parts.push(`${duplicates} duplicates ignored`);

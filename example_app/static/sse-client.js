@@ -11,8 +11,11 @@
 //     good (readyState CLOSED: an HTTP error, a wrong content type, or 204 "nothing more");
 //     the error event is a CustomEvent whose `detail` holds {status, message, body}.
 // Reconnection waits the server's `retry:` time and re-sends the same request with a
-// `Last-Event-ID` header, so the server continues where the stream broke off. A request
-// is never re-sent once close() was called or the server ended it with 204 or an error.
+// `Last-Event-ID` header (or, for an id a header cannot carry, a `lastEventId` query
+// parameter), so the server continues where the stream broke off. A request is never
+// re-sent once close() was called or the server ended it with 204 or an error.
+//
+// The module needs no DOM: Node (18+) imports it as is (tests/node/sse-client.test.mjs).
 
 export const CONNECTING = 0;
 export const OPEN = 1;
@@ -30,38 +33,48 @@ export class EventStreamParser {
   constructor({ onEvent, onRetry = () => {}, onComment = () => {} }, lastEventId = "") {
     Object.assign(this, { onEvent, onRetry, onComment });
     this.lastEventId = lastEventId; // the id of the last *dispatched* event
+    this.lineEnd = /\r\n|\n|\r/g;
     this.reset();
   }
 
   /** Forget a half-received line or event (a new connection starts clean). */
   reset() {
-    this.buffer = "";
-    this.skipLF = false; // the previous chunk ended in CR; a leading LF belongs to it
+    this.line = ""; // the start of a line whose end has not arrived yet
+    this.skipLF = false; // the last chunk ended in CR; a leading LF belongs to it
     this.data = "";
     this.eventType = "";
     this.idBuffer = this.lastEventId; // an id whose event never completed does not count
   }
 
-  /** Feed a chunk of decoded text. Lines end with CRLF, LF or CR. */
+  /**
+   * Feed a chunk of decoded text. Lines end with CRLF, LF or CR.
+   *
+   * Only the new chunk is searched for line ends, never what is held from earlier chunks,
+   * so a long line arriving in many small chunks costs time linear in its length.
+   */
   feed(chunk) {
-    if (this.skipLF && chunk.startsWith("\n")) chunk = chunk.slice(1);
-    this.skipLF = false;
-    this.buffer += chunk;
-    const lineBreak = /\r\n|\n|\r/g;
+    if (chunk === "") return; // keep skipLF: an empty chunk may sit between CR and LF
     let start = 0;
+    if (this.skipLF && chunk[0] === "\n") start = 1;
+    this.skipLF = false;
+    const lineEnd = this.lineEnd;
+    lineEnd.lastIndex = start;
     let match;
-    while ((match = lineBreak.exec(this.buffer)) !== null) {
+    while ((match = lineEnd.exec(chunk)) !== null) {
+      const end = match.index;
       // A CR at the very end may be the first half of a CRLF split across chunks.
-      if (match[0] === "\r" && match.index === this.buffer.length - 1) this.skipLF = true;
-      this.processLine(this.buffer.slice(start, match.index));
-      start = lineBreak.lastIndex;
+      if (match[0] === "\r" && end === chunk.length - 1) this.skipLF = true;
+      const line = this.line + chunk.slice(start, end);
+      this.line = "";
+      start = lineEnd.lastIndex;
+      this.processLine(line);
     }
-    this.buffer = this.buffer.slice(start);
+    this.line += chunk.slice(start);
   }
 
   processLine(line) {
     if (line === "") return this.dispatch();
-    if (line.startsWith(":")) return this.onComment(line.slice(1).trimStart());
+    if (line.startsWith(":")) return this.onComment(line.slice(line.startsWith(": ") ? 2 : 1));
     const colon = line.indexOf(":");
     const field = colon === -1 ? line : line.slice(0, colon);
     let value = colon === -1 ? "" : line.slice(colon + 1);
@@ -153,15 +166,23 @@ export class FetchEventSource extends EventTarget {
 
   async connect() {
     const { method = "GET", body, credentials = "same-origin" } = this.options;
-    const headers = new Headers(this.options.headers);
-    headers.set("Accept", "text/event-stream");
-    if (this.lastEventId) headers.set("Last-Event-ID", this.lastEventId);
+    let url;
+    let headers;
+    try {
+      ({ url, headers } = this.request());
+    } catch (error) {
+      // Bad headers in the options: sending the request again cannot help. (Await first:
+      // the first attempt runs inside the constructor, before any listener is added.)
+      await null;
+      if (this.readyState === CLOSED) return;
+      return this.fail({ status: 0, message: String(error?.message ?? error), body: null });
+    }
 
     this.controller = new AbortController();
     this.parser.reset();
     this.progress = false;
     try {
-      const response = await fetch(this.url, {
+      const response = await fetch(url, {
         method, body, headers, credentials,
         cache: "no-store",
         signal: this.controller.signal,
@@ -189,10 +210,31 @@ export class FetchEventSource extends EventTarget {
     this.scheduleReconnect();
   }
 
+  /**
+   * The URL and headers of the next attempt. Ids are kept exactly as received, but not
+   * every id survives a header: Headers.set throws beyond Latin-1, drops leading and
+   * trailing spaces, and servers decode non-ASCII header bytes each their own way. Such an
+   * id goes in the `lastEventId` query parameter instead (UTF-8, percent-encoded), which
+   * flask-sse-stream's last_event_id() reads when there is no header.
+   */
+  request() {
+    const headers = new Headers(this.options.headers);
+    headers.set("Accept", "text/event-stream");
+    const id = this.lastEventId;
+    if (!id) return { url: this.url, headers };
+    if (isHeaderSafe(id)) {
+      headers.set("Last-Event-ID", id);
+      return { url: this.url, headers };
+    }
+    const url = new URL(this.url);
+    url.searchParams.set("lastEventId", id);
+    return { url: url.href, headers };
+  }
+
   /** Check the response; fail the source (no retry) unless it is a 200 event stream. */
   async accept(response) {
     const type = response.headers.get("Content-Type") || "";
-    if (response.status === 200 && /^text\/event-stream\b/i.test(type)) return true;
+    if (response.status === 200 && isEventStream(type)) return true;
 
     let message;
     let body = null;
@@ -242,6 +284,20 @@ export class FetchEventSource extends EventTarget {
     if (typeof handler === "function") handler.call(this, event);
     this.dispatchEvent(event);
   }
+}
+
+/**
+ * Whether `value` is the `text/event-stream` MIME type, parameters allowed
+ * ("text/event-stream; charset=utf-8"), not merely a type starting with it.
+ */
+export function isEventStream(contentType) {
+  const essence = contentType.split(";", 1)[0].trim().toLowerCase();
+  return essence === "text/event-stream";
+}
+
+/** Whether a Last-Event-ID header carries `id` unchanged: printable ASCII, no edge spaces. */
+export function isHeaderSafe(id) {
+  return /^(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$/.test(id);
 }
 
 FetchEventSource.CONNECTING = CONNECTING;
