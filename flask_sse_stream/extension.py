@@ -9,10 +9,11 @@ from typing import Any
 
 from flask import Flask, Response, current_app, jsonify, request
 
-from .brokers import Broker, BrokerError, create_broker, valid_channel
+from .brokers import Broker, BrokerError, Subscription, create_broker, valid_channel
 from .cli import sse_cli
 from .concurrency import current as current_concurrency
-from .mailbox import CloseReason, new_mailbox
+from .mailbox import CloseReason, Mailbox, new_mailbox
+from .multichannel import MAX_CHANNELS, MAX_NAMES_LENGTH, Cursor, parse_cursor
 from .registry import StreamRegistry
 from .response import (
     DEFAULTS,
@@ -155,33 +156,63 @@ class SSE:
 
 
 def channel_view() -> Response:
-    """``GET {SSE_URL_PREFIX}?channel=NAME``: replay after Last-Event-ID, then live."""
+    """``GET {SSE_URL_PREFIX}?channel=NAME[&channel=...]``: replay after Last-Event-ID,
+    then live. Several channels share one stream (see :mod:`.multichannel`)."""
     state: SSEState = current_app.extensions[EXTENSION_KEY]
-    channel = request.args.get("channel", "sse")
-    if not valid_channel(channel):
+    channels = list(dict.fromkeys(request.args.getlist("channel"))) or ["sse"]
+    if len(channels) > MAX_CHANNELS:
+        return json_error(f"at most {MAX_CHANNELS} channels per stream", 400)
+    if not all(valid_channel(channel) for channel in channels):
         return json_error("invalid channel: 1 to 128 characters from A-Z a-z 0-9 _ - . :", 400)
-    denied = check_token(request.args.get("token"), [channel])
+    if sum(map(len, channels)) > MAX_NAMES_LENGTH:
+        return json_error(f"channel names longer than {MAX_NAMES_LENGTH} characters in all", 400)
+    denied = check_token(request.args.get("token"), channels)
     if denied is not None:
         return denied
-    if state.authorize is not None and not state.authorize(channel):
-        return json_error("not allowed to subscribe to this channel", 403)
+    if state.authorize is not None:
+        for channel in channels:
+            if not state.authorize(channel):
+                return json_error("not allowed to subscribe to this channel", 403)
     refusal = too_many_streams()
     if refusal is not None:
         return refusal
     concurrency = current_concurrency()
     mailbox = new_mailbox(concurrency, state.subscriber_queue)
+    subscribe = _subscribe_one if len(channels) == 1 else _subscribe_many
     try:
-        subscription = state.broker.subscribe(channel, mailbox, last_event_id())
+        prelude, on_close = subscribe(state, channels, mailbox)
     except BrokerError as exc:
         # A 503 would make EventSource give up for good; a stream that ends at once with a
         # retry: hint makes it come back (and replay) once the broker is back.
-        current_app.logger.warning("SSE subscribe to %r failed: %s", channel, exc)
+        current_app.logger.warning("SSE subscribe to %r failed: %s", channels, exc)
         mailbox.close(CloseReason.BROKER_LOST)
         return stream_response(mailbox, StreamSettings.default(), concurrency=concurrency)
     return stream_response(
-        mailbox,
-        StreamSettings.default(),
-        prelude=subscription.prelude,
-        on_close=(subscription.close,),
+        mailbox, StreamSettings.default(), prelude=prelude, on_close=on_close,
         concurrency=concurrency,
     )
+
+
+Subscribed = tuple[bytes, tuple[Callable[[], None], ...]]
+
+
+def _subscribe_one(state: SSEState, channels: list[str], mailbox: Mailbox) -> Subscribed:
+    subscription = state.broker.subscribe(channels[0], mailbox, last_event_id())
+    return subscription.prelude, (subscription.close,)
+
+
+def _subscribe_many(state: SSEState, channels: list[str], mailbox: Mailbox) -> Subscribed:
+    cursor = Cursor(mailbox)
+    positions = parse_cursor(last_event_id(), channels)
+    subscriptions: list[Subscription] = []
+    try:
+        for channel in channels:
+            subscriptions.append(
+                state.broker.subscribe(channel, cursor.tap(channel), positions[channel])
+            )
+    except BaseException:
+        for subscription in subscriptions:
+            subscription.close()
+        raise
+    prelude = cursor.start([(s.channel, s.prelude, s.cursor) for s in subscriptions], positions)
+    return prelude, tuple(s.close for s in subscriptions)

@@ -101,6 +101,7 @@ class MemoryBroker(Broker):
             ch.flush()
             prelude = b"" if last_event_id is None else self._replay(ch, last_event_id)
             sub = Subscription(channel, mailbox, self._unsubscribe, prelude)
+            sub.cursor = f"{self._boot}-{ch.last_seq}"
             ch.subscribers.add(sub)
         return sub
 
