@@ -11,7 +11,14 @@ from typing import Any
 from flask import Flask, render_template
 
 from flask_sse_stream import SSE
-from flask_sse_stream.chat import ChatBackend, DemoBackend, OpenAIBackend, create_chat_blueprint
+from flask_sse_stream.chat import (
+    ChatBackend,
+    DemoBackend,
+    OpenAIBackend,
+    create_ai_sdk_blueprint,
+    create_chat_blueprint,
+    create_openai_blueprint,
+)
 
 from .ticker import start_ticker
 
@@ -35,7 +42,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     sse.init_app(app)
-    app.register_blueprint(create_chat_blueprint(make_backend(app)), url_prefix="/chat")
+    backend = make_backend(app)
+    app.register_blueprint(create_chat_blueprint(backend), url_prefix="/chat")
+    # the same generations for the Vercel AI SDK (its default api) and OpenAI clients
+    app.register_blueprint(create_ai_sdk_blueprint(backend), url_prefix="/api/chat")
+    app.register_blueprint(create_openai_blueprint(backend), url_prefix="/v1")
 
     @app.get("/")
     def index() -> str:
