@@ -110,6 +110,7 @@ def test_ui_messages_keep_the_conversation_and_only_text() -> None:
 @pytest.mark.parametrize("value", [
     None, [], [{"role": "user", "content": "x"}], [{"role": "user", "parts": "x"}],
     [{"role": "user", "parts": [{"type": "text"}]}],
+    [{"role": ["user"], "parts": [{"type": "text", "text": "x"}]}],  # unhashable role
     [{"role": "user", "parts": [{"type": "text", "text": "x" * 101}]}],
     [{"role": "user", "parts": [{"type": "text", "text": "x"}]}] * 6,
 ])

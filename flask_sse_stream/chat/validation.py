@@ -83,7 +83,7 @@ def check_messages(value: Any, limits: ChatLimits) -> list[dict[str, str]]:
         if not isinstance(item, dict) or set(item) - {"role", "content", "name"}:
             raise ChatInputError(400, f"messages[{index}] must be {{role, content}}")
         role = item.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise ChatInputError(400, f"messages[{index}].role must be one of {sorted(ROLES)}")
         content = _text(item.get("content"), f"messages[{index}].content", limits)
         total += len(content)
