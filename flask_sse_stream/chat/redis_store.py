@@ -299,6 +299,24 @@ class RedisGenerationStore(GenerationStore):
         except _ERRORS:
             return False
 
+    def set_alias(self, name: str, stream_id: str | None) -> None:
+        """Aliases (AI SDK chat id -> its active generation) in Redis, for every host."""
+        key = self.key_prefix + "alias:" + name
+        try:
+            if stream_id is None:
+                self.client.delete(key)
+            else:
+                self.client.set(key, stream_id, ex=RUNNING_TTL)
+        except _ERRORS as exc:
+            raise BrokerError(f"redis unavailable: {exc}") from exc
+
+    def alias(self, name: str) -> str | None:
+        try:
+            value = self.client.get(self.key_prefix + "alias:" + name)
+        except _ERRORS as exc:
+            raise BrokerError(f"redis unavailable: {exc}") from exc
+        return None if value is None else value.decode()
+
     def has_remote_followers(self, stream_id: str) -> bool:
         try:
             return bool(self.client.exists(self.key(stream_id) + ":listen"))
