@@ -11,6 +11,7 @@ from flask import Flask, Response, current_app, jsonify, request
 
 from .brokers import Broker, BrokerError, create_broker, valid_channel
 from .concurrency import current as current_concurrency
+from .gunicorn import check_server
 from .mailbox import CloseReason, new_mailbox
 from .registry import StreamRegistry
 from .response import (
@@ -107,6 +108,7 @@ class SSE:
         broker = create_broker(
             app.config["SSE_BROKER_URL"], history_size=int(app.config["SSE_HISTORY_SIZE"])
         )
+        check_server(broker)  # warns about memory:// under several gunicorn workers, h2
         app.extensions[EXTENSION_KEY] = SSEState(
             broker=broker,
             registry=registry_for(app),
