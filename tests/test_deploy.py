@@ -188,3 +188,20 @@ def test_pywsgi_drains_on_sigterm() -> None:
         assert proc.wait(10) == -signal.SIGTERM  # then the signal did what it did before
     finally:
         stop_process(proc)
+
+
+def test_gunicorn_http2_warns_and_serves_one_stream_per_connection() -> None:
+    args = ("--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge")
+    with gunicorn_server("tests.apps.core_app:create_app()", config=None, args=args,
+                         env={"TEST_HEARTBEAT": "30"}) as server:
+        assert wait_for(lambda: "gunicorn's own HTTP/2 is on" in server.log())
+        # What the warning is about: a second request on the connection of an open stream
+        # is not answered while the stream lasts (measured: never within 3 s).
+        with (httpx.Client(http1=False, http2=True, base_url=server.url, timeout=10) as client,
+              client.stream("GET", "/blocked?name=h2") as stream):
+            assert stream.http_version == "HTTP/2"
+            next(stream.iter_raw())
+            with pytest.raises(httpx.ReadTimeout):
+                client.get("/count?n=1", timeout=3)
+        with httpx.Client(http1=False, http2=True, base_url=server.url, timeout=10) as client:
+            assert client.get("/count?n=1").status_code == 200  # alone it is served
