@@ -110,7 +110,7 @@ def test_example_config_runs_several_workers_only_with_a_shared_broker(redis: Se
         assert "memory://" not in server.log()
 
 
-def wait_for(predicate, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(predicate, timeout: float = 20.0) -> bool:
     """Poll what has no event to await (a log file, a process table)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
