@@ -12,6 +12,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from .brokers import Broker, BrokerError, Subscription, create_broker, valid_channel
 from .cli import sse_cli
 from .concurrency import current as current_concurrency
+from .gunicorn import check_server
 from .mailbox import CloseReason, Mailbox, new_mailbox
 from .multichannel import MAX_CHANNELS, MAX_NAMES_LENGTH, Cursor, parse_cursor
 from .registry import StreamRegistry
@@ -111,6 +112,7 @@ class SSE:
         broker = create_broker(
             app.config["SSE_BROKER_URL"], history_size=int(app.config["SSE_HISTORY_SIZE"])
         )
+        check_server(broker)  # warns about memory:// under several gunicorn workers, h2
         app.extensions[EXTENSION_KEY] = SSEState(
             broker=broker,
             registry=registry_for(app),

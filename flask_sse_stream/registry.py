@@ -11,6 +11,7 @@ from typing import Protocol
 
 from .concurrency import Concurrency
 from .concurrency import current as current_concurrency
+from .gunicorn import attach_to_server
 from .mailbox import CloseReason
 
 __all__ = ["StreamRegistry", "close_all_streams"]
@@ -40,6 +41,7 @@ class StreamRegistry:
         return len(self._streams)
 
     def add(self, stream: Closable) -> None:
+        attach_to_server()  # the first stream hooks the server's shutdown (gunicorn.py)
         self._streams.add(stream)
         if stream.tick_interval is not None:
             self._tick = min(self._tick, stream.tick_interval)
