@@ -9,16 +9,15 @@ Routes (relative to the blueprint's ``url_prefix``):
 A request with ``Last-Event-ID: <stream_id>:<seq>`` resumes that generation instead of
 starting one. Config (read when the blueprint is registered): ``CHAT_MAX_CHARS``,
 ``CHAT_MAX_MESSAGES``, ``CHAT_MAX_BODY_BYTES``, ``CHAT_GRACE_SECONDS``,
-``CHAT_RETENTION_SECONDS``, ``CHAT_QUEUE``; the store follows ``SSE_BROKER_URL``.
+``CHAT_RETENTION_SECONDS``, ``CHAT_QUEUE`` (defaults and checks in ``settings.py``); the
+store follows ``SSE_BROKER_URL``, chosen by the same rule as the channels' broker.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Blueprint, Request, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
@@ -28,22 +27,14 @@ from ..concurrency import current as current_concurrency
 from ..event import Event
 from ..mailbox import CloseReason, Mailbox, new_mailbox
 from ..registry import StreamRegistry
-from ..response import DEFAULTS, StreamSettings, last_event_id, registry_for, stream_response
+from ..response import StreamSettings, last_event_id, refuse_stream, registry_for, stream_response
 from ..response import too_many_streams as _too_many_streams
+from ..settings import CHAT_DEFAULTS, Settings, settings_for
 from .backends import ChatBackend
 from .generation import FollowStatus, Generations, GenerationStore, MemoryGenerationStore
 from .validation import ChatInputError, ChatLimits, messages_from_request, parse_resume
 
 __all__ = ["CHAT_DEFAULTS", "create_chat_blueprint"]
-
-CHAT_DEFAULTS: dict[str, Any] = {
-    "CHAT_MAX_CHARS": 8000,
-    "CHAT_MAX_MESSAGES": 50,
-    "CHAT_MAX_BODY_BYTES": 256 * 1024,
-    "CHAT_GRACE_SECONDS": 30.0,
-    "CHAT_RETENTION_SECONDS": 300.0,
-    "CHAT_QUEUE": 1024,
-}
 
 Authorize = Callable[[Request], "bool | str | None"]
 
@@ -61,13 +52,12 @@ def _error(status: int, message: str) -> Response:
     return response
 
 
-def _make_store(app: Any) -> GenerationStore:
-    url = app.config.get("SSE_BROKER_URL", DEFAULTS["SSE_BROKER_URL"])
-    retention = float(app.config["CHAT_RETENTION_SECONDS"])
-    if url.startswith(("redis://", "rediss://", "unix://")):
+def _make_store(settings: Settings) -> GenerationStore:
+    retention = settings.chat_retention_seconds
+    if settings.broker_kind == "redis":
         from .redis_store import RedisGenerationStore
 
-        return RedisGenerationStore(url, retention=retention)
+        return RedisGenerationStore(settings.broker_url, retention=retention)
     return MemoryGenerationStore(retention=retention)
 
 
@@ -89,20 +79,19 @@ def create_chat_blueprint(
     @bp.record
     def setup(setup_state: BlueprintSetupState) -> None:
         app = setup_state.app
-        for key, value in CHAT_DEFAULTS.items():
-            app.config.setdefault(key, value)
         if state_key in app.extensions:
             return  # registered twice on one app (two prefixes): share the state
-        store = _make_store(app)
-        generations = Generations(store, backend, float(app.config["CHAT_GRACE_SECONDS"]))
+        settings = settings_for(app, reload=True)  # checks every key (ValueError names it)
+        store = _make_store(settings)
+        generations = Generations(store, backend, settings.chat_grace_seconds)
         app.extensions[state_key] = ChatState(
             generations=generations,
             limits=ChatLimits(
-                max_chars=int(app.config["CHAT_MAX_CHARS"]),
-                max_messages=int(app.config["CHAT_MAX_MESSAGES"]),
-                max_body_bytes=int(app.config["CHAT_MAX_BODY_BYTES"]),
+                max_chars=settings.chat_max_chars,
+                max_messages=settings.chat_max_messages,
+                max_body_bytes=settings.chat_max_body_bytes,
             ),
-            queue_size=int(app.config["CHAT_QUEUE"]),
+            queue_size=settings.chat_queue,
         )
         registry: StreamRegistry = registry_for(app)
         registry.on_shutdown(generations.stop_all)
@@ -127,9 +116,8 @@ def create_chat_blueprint(
     @bp.errorhandler(BrokerError)
     def broker_error(exc: BrokerError) -> Response:
         current_app.logger.warning("chat: %s", exc)
-        response = _error(503, "the event broker is unavailable, retry later")
-        response.headers["Retry-After"] = "2"
-        return response
+        # EventSource gets a 200 with a retry: hint (any other status ends it for good)
+        return refuse_stream("the event broker is unavailable, retry later")
 
     @bp.route("/stream", methods=["GET", "POST"])
     def stream() -> Response:
@@ -181,7 +169,7 @@ def _expired(stream_id: str, seq: int, mailbox: Mailbox) -> Response:
     """An unknown or expired generation is never restarted: the client gets a stream
     holding only a ``close`` event that says so."""
     close = Event(
-        json.dumps({"finish_reason": "error", "error": "this reply is no longer available"}),
+        {"finish_reason": "error", "error": "this reply is no longer available"},
         event="close",
         id=f"{stream_id}:{seq + 1}",
     )
