@@ -173,7 +173,7 @@ class EventLoop:
 
     def in_thread(self) -> bool:
         """True on the thread this loop runs on (callbacks and timers may be added)."""
-        return threading.get_ident() == self.thread_ident
+        return _os_thread_ident() == self.thread_ident
 
     def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` in the loop after ``delay`` seconds (this loop's thread only)."""
@@ -191,6 +191,8 @@ def _fire_once(timer: Any, fn: Callable[..., None], args: tuple[Any, ...]) -> No
     fn(*args)
 
 
+# threading.get_ident, patched, names the greenlet; this is the OS thread's.
+_os_thread_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
 _LOOPS: dict[Any, EventLoop] = {}  # one wrapper per hub loop (one per thread with a hub)
 
 

@@ -369,6 +369,11 @@ class StreamBody:
             chunks.append(encode_retry(retry_ms))
         elif reason is CloseReason.DISCONNECTED:
             chunks = []
+        elif reason is CloseReason.OVERFLOW:
+            # The client reads too slowly to take what is queued: writing it (or even the
+            # response's last chunk) would block on it. Cut it; it reconnects and replays.
+            self._cut()
+            raise StopIteration
         if not chunks:
             raise StopIteration
         self._last_write = time.monotonic()

@@ -66,9 +66,19 @@ class _Channel:
         chunks, self.pending, self.pending_bytes = self.pending, None, 0
         if not chunks:
             return
-        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        for sub in list(self.subscribers):
-            sub.deliver(payload)
+        subscribers = list(self.subscribers)
+        if len(chunks) == 1:
+            for sub in subscribers:
+                sub.deliver(chunks[0])
+            return
+        start, size = 0, 0
+        for end, chunk in enumerate(chunks, 1):  # bounded pieces: one write each
+            size += len(chunk)
+            if size >= FANOUT_MAX_BYTES or end == len(chunks):
+                payload = b"".join(chunks[start:end])
+                for sub in subscribers:
+                    sub.deliver(payload)
+                start, size = end, 0
 
 
 class MemoryBroker(Broker):
