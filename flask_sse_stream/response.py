@@ -223,7 +223,6 @@ class StreamBody:
         "_last_write",
         "_on_close",
         "_pending",
-        "_poll_sock",
         "_registry",
         "_settings",
         "_sock",
@@ -257,7 +256,6 @@ class StreamBody:
             # jitter spreads the reconnects of streams that were opened together
             self._deadline = time.monotonic() + settings.max_seconds * random.uniform(0.85, 1.0)
         self._cancel_watch: Callable[[], None] | None = None
-        self._poll_sock: Any = None
         self._sock = sock
         conc = concurrency or _concurrency.current()
         # Under gevent the registry's one timer sends heartbeats, ends expired streams and
@@ -272,9 +270,8 @@ class StreamBody:
         self._writing = False  # True from handing a chunk over until the server asks again
         if sock is not None:
             _tune_socket(sock, settings.heartbeat)
+            # None: no event loop to watch it, so __next__ checks it at each heartbeat
             self._cancel_watch = conc.watch_eof(sock, self._peer_left)
-            if self._cancel_watch is None:
-                self._poll_sock = sock  # no event loop to watch it: check at each heartbeat
         mailbox.owner = self
         registry.add(self, reserved=reserved)
 
@@ -346,7 +343,12 @@ class StreamBody:
                     timeout = remaining if timeout is None else min(timeout, remaining)
                 chunks = mailbox.take(timeout)
                 if chunks is None:
-                    if self._poll_sock is not None and _concurrency.peer_closed(self._poll_sock):
+                    sock = self._sock
+                    if (
+                        self._cancel_watch is None
+                        and sock is not None
+                        and _concurrency.peer_closed(sock)
+                    ):
                         return self._finish(CloseReason.DISCONNECTED, [])
                     if heartbeat is not None and timeout == heartbeat:
                         self._last_write = time.monotonic()

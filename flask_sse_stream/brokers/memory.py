@@ -111,11 +111,14 @@ class MemoryBroker(Broker):
             if not ch.subscribers:
                 return event_id
             loop = ch.loop
+            first = ch.pending is None
             if loop is None:  # threads: fan out now, in id order (the lock is held)
-                ch.pending = [chunk]
+                if first:
+                    ch.pending = [chunk]
+                else:
+                    ch.pending.append(chunk)  # type: ignore[union-attr]
                 ch.flush_locked()
                 return event_id
-            first = ch.pending is None
             if first:
                 ch.pending = [chunk]
             else:
