@@ -12,6 +12,7 @@ from .brokers import Broker, BrokerError, create_broker, valid_channel
 from .concurrency import current as current_concurrency
 from .mailbox import CloseReason, new_mailbox
 from .registry import StreamRegistry
+from .response import SETTINGS_KEY as DEFAULT_STREAM_SETTINGS_KEY
 from .response import (
     StreamSettings,
     last_event_id,
@@ -66,6 +67,7 @@ class SSE:
         """Resolve and check the app's config (``ValueError`` naming a bad key), make its
         broker and mount the channel route."""
         settings = settings_for(app, reload=True)
+        app.extensions.pop(DEFAULT_STREAM_SETTINGS_KEY, None)  # made from the old config
         broker = create_broker(settings.broker_url, history_size=settings.history_size)
         app.extensions[EXTENSION_KEY] = SSEState(
             broker=broker,
