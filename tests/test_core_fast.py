@@ -454,3 +454,38 @@ def test_a_place_is_held_before_subscribe_and_given_back_on_refusals(
     assert ok.status_code == 200 and len(registry) == 1
     ok.close()  # the test client closes the body here (a server at the response's end)
     assert len(registry) == 0
+
+
+def test_overflow_while_writing_shuts_the_socket_and_a_write_deadline_cuts_too() -> None:
+    """In process: the stream's socket is shut down the moment its queue overflows while
+    the server is still busy with the chunk it was given (stuck in a write)."""
+    import socket
+
+    from flask_sse_stream.registry import StreamRegistry
+    from flask_sse_stream.response import StreamBody, StreamSettings
+
+    app = make_app(SSE_WRITE_TIMEOUT=0.5)
+    with app.test_request_context():
+        settings = StreamSettings()
+    for cause in ("overflow", "deadline"):
+        ours, peer = socket.socketpair()
+        try:
+            mailbox = ThreadMailbox(2)
+            registry = StreamRegistry()
+            body = StreamBody(mailbox, settings, registry, sock=ours)
+            assert next(body).startswith(b": ok")  # handed to the "server", which is writing
+            if cause == "overflow":
+                for n in range(3):
+                    if not mailbox.offer(b"data: %d\n\n" % n):
+                        mailbox.close(CloseReason.OVERFLOW)  # what a broker's delivery does
+            else:
+                body.tick(time.monotonic() + 1.0)  # the registry's timer, past the deadline
+            peer.settimeout(2)
+            assert peer.recv(100) == b""  # shut down: the peer sees the end at once
+            with pytest.raises(OSError):
+                ours.sendall(b"x")  # and a write blocked on it fails instead of waiting
+            body.close()
+            assert len(registry) == 0
+        finally:
+            ours.close()
+            peer.close()
