@@ -117,12 +117,7 @@ class _Gevent:
     cooperative = True
 
     def event_loop(self) -> EventLoop | None:
-        hub = gevent.get_hub()
-        loop = hub.loop
-        wrapper = _LOOPS.get(loop)
-        if wrapper is None:
-            wrapper = _LOOPS[loop] = EventLoop(hub)
-        return wrapper
+        return EventLoop(gevent.get_hub())
 
     def spawn(self, fn: Callable[[], None], context: contextvars.Context) -> Task:
         return _GreenletTask(gevent.spawn(context.run, fn))
@@ -164,10 +159,9 @@ class _EofCheck:
 class EventLoop:
     """One gevent hub's loop, as the memory broker and the mailbox need it."""
 
-    __slots__ = ("_hub", "_loop", "thread_ident")
+    __slots__ = ("_loop", "thread_ident")
 
     def __init__(self, hub: Any) -> None:
-        self._hub = hub
         self._loop = hub.loop
         self.thread_ident: int = hub.thread_ident
 
@@ -193,7 +187,6 @@ def _fire_once(timer: Any, fn: Callable[..., None], args: tuple[Any, ...]) -> No
 
 # threading.get_ident, patched, names the greenlet; this is the OS thread's.
 _os_thread_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
-_LOOPS: dict[Any, EventLoop] = {}  # one wrapper per hub loop (one per thread with a hub)
 
 
 def wake(waiter: Waiter) -> None:
