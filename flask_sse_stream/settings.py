@@ -15,7 +15,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from .brokers import broker_kind
+from .brokers import broker_kind, normalize_url
 
 __all__ = [
     "CHAT_DEFAULTS",
@@ -108,7 +108,7 @@ def _broker_url(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{key} must be a URL string, not {value!r}")
     broker_kind(value)  # raises ValueError naming the key for an unknown scheme
-    return value
+    return normalize_url(value)
 
 
 def _url_prefix(key: str, value: Any) -> str | None:

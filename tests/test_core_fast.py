@@ -489,3 +489,17 @@ def test_overflow_while_writing_shuts_the_socket_and_a_write_deadline_cuts_too()
         finally:
             ours.close()
             peer.close()
+
+
+def test_an_upper_case_redis_url_gives_redis_to_channels_and_chat() -> None:
+    """One factory rule (the scheme, case-insensitively) for both stores. Nothing
+    connects before first use, so no server is needed here."""
+    from flask_sse_stream.brokers.redis import RedisBroker
+    from flask_sse_stream.chat.redis_store import RedisGenerationStore
+
+    app = make_app(SSE_BROKER_URL="REDIS://127.0.0.1:1/0")
+    SSE(app)
+    app.register_blueprint(create_chat_blueprint(DemoBackend()), url_prefix="/chat")
+    assert isinstance(app.extensions["sse"].broker, RedisBroker)
+    chat = app.extensions["flask_sse_stream.chat.chat"]
+    assert isinstance(chat.generations.store, RedisGenerationStore)

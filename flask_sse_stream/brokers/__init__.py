@@ -13,6 +13,7 @@ __all__ = [
     "Subscription",
     "broker_kind",
     "create_broker",
+    "normalize_url",
     "valid_channel",
 ]
 
@@ -33,8 +34,16 @@ def broker_kind(url: str) -> str:
     return kind
 
 
+def normalize_url(url: str) -> str:
+    """``url`` with its scheme in lower case (``REDIS://h`` -> ``redis://h``): the redis
+    client accepts only lower-case schemes."""
+    scheme, sep, rest = url.partition("://")
+    return scheme.lower() + sep + rest if sep else url
+
+
 def create_broker(url: str, *, history_size: int = 1000, **options: Any) -> Broker:
     """Make the broker named by ``url``; raises ``ValueError`` at startup for a bad URL."""
+    url = normalize_url(url)
     if broker_kind(url) == "memory":
         from .memory import MemoryBroker
 
