@@ -503,3 +503,46 @@ def test_an_upper_case_redis_url_gives_redis_to_channels_and_chat() -> None:
     assert isinstance(app.extensions["sse"].broker, RedisBroker)
     chat = app.extensions["flask_sse_stream.chat.chat"]
     assert isinstance(chat.generations.store, RedisGenerationStore)
+
+
+def test_simultaneous_subscribes_that_block_cannot_pass_the_cap() -> None:
+    """Threads mode, a subscribe that blocks (as on Redis): 20 at once against a cap of
+    5. Counting only registered streams let all 20 through."""
+    app = make_app(SSE_MAX_STREAMS=5)
+    SSE(app)
+    broker = app.extensions["sse"].broker
+    original = broker.subscribe
+    inside = threading.Barrier(5, timeout=10)
+
+    def slow_subscribe(*args: Any) -> Any:
+        inside.wait()  # the 5 admitted ones are all inside at once
+        return original(*args)
+
+    broker.subscribe = slow_subscribe
+    client = app.test_client()
+    results: list[tuple[bytes, Any]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(20, timeout=10)
+
+    def subscribe() -> None:
+        start.wait()
+        response = client.get("/stream?channel=burst", buffered=False,
+                              headers={"Accept": "text/event-stream"})
+        chunk = first_chunk(response)
+        with lock:
+            results.append((chunk, response))
+
+    threads = [threading.Thread(target=subscribe) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    try:
+        held = [c for c, _ in results if c.startswith(b": ok")]
+        refused = [c for c, _ in results if c.startswith(b"retry: ")]
+        assert (len(held), len(refused)) == (5, 15)
+        assert len(registry_for(app)) == 5
+    finally:
+        for _, response in results:
+            response.close()
+    assert len(registry_for(app)) == 0
