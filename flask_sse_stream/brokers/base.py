@@ -11,9 +11,25 @@ from typing import Any
 from ..event import Event
 from ..mailbox import CloseReason, Mailbox
 
-__all__ = ["Broker", "BrokerError", "Subscription", "reset_event", "valid_channel"]
+__all__ = [
+    "Broker",
+    "BrokerError",
+    "Subscription",
+    "parse_decimal",
+    "reset_event",
+    "valid_channel",
+]
 
 _CHANNEL = re.compile(r"[A-Za-z0-9_\-.:]{1,128}")
+
+
+def parse_decimal(text: str, max_digits: int) -> int | None:
+    """``text`` as a non-negative int if it is 1 to ``max_digits`` ASCII digits, else None.
+    (``str.isdigit`` alone accepts "²", Arabic-Indic and fullwidth digits, which ``int``
+    then rejects or reads: ids from a header must be plain ASCII.)"""
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 def valid_channel(name: str) -> bool:

@@ -5,10 +5,11 @@ Each protocol (``protocols/native.py``, ``ai_sdk.py``, ``openai.py``) is a
 generation log, resume, cancel, the grace period, ``authorize`` and the caps on running
 generations are here, once.
 
-Config (read at the first registration on an app): ``CHAT_MAX_CHARS``,
-``CHAT_MAX_MESSAGES``, ``CHAT_MAX_BODY_BYTES``, ``CHAT_GRACE_SECONDS``,
-``CHAT_RETENTION_SECONDS``, ``CHAT_QUEUE``; at the first start: ``CHAT_MAX_GENERATIONS``
-and ``CHAT_MAX_GENERATIONS_PER_CALLER``. The store follows ``SSE_BROKER_URL``.
+Config (resolved and checked once by ``settings.py`` at the first registration on an
+app): ``CHAT_MAX_CHARS``, ``CHAT_MAX_MESSAGES``, ``CHAT_MAX_BODY_BYTES``,
+``CHAT_GRACE_SECONDS``, ``CHAT_RETENTION_SECONDS``, ``CHAT_QUEUE``,
+``CHAT_MAX_GENERATIONS`` and ``CHAT_MAX_GENERATIONS_PER_CALLER``. The store follows
+``SSE_BROKER_URL``, chosen by the same rule as the channels' broker.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
@@ -25,7 +25,8 @@ from flask.blueprints import BlueprintSetupState
 from ..brokers.base import BrokerError
 from ..concurrency import current as current_concurrency
 from ..mailbox import Mailbox, new_mailbox
-from ..response import DEFAULTS, StreamSettings, registry_for, stream_response
+from ..response import StreamSettings, refuse_stream, registry_for, stream_response
+from ..settings import CHAT_DEFAULTS, Settings, settings_for
 from .backends import ChatBackend
 from .framing import Framer, FramingMailbox
 from .generation import Follow, Generations, GenerationStore, MemoryGenerationStore
@@ -38,15 +39,6 @@ __all__ = [
     "GenerationCaps",
     "GenerationRoutes",
 ]
-
-CHAT_DEFAULTS: dict[str, Any] = {
-    "CHAT_MAX_CHARS": 8000,
-    "CHAT_MAX_MESSAGES": 50,
-    "CHAT_MAX_BODY_BYTES": 256 * 1024,
-    "CHAT_GRACE_SECONDS": 30.0,
-    "CHAT_RETENTION_SECONDS": 300.0,
-    "CHAT_QUEUE": 1024,
-}
 
 Authorize = Callable[[Request], "bool | str | None"]
 
@@ -86,11 +78,9 @@ class GenerationCaps:
     def for_app(cls, app: Flask) -> GenerationCaps:
         caps = app.extensions.get(CAPS_KEY)
         if caps is None:
-            total = app.config.get("CHAT_MAX_GENERATIONS")
-            per_caller = app.config.get("CHAT_MAX_GENERATIONS_PER_CALLER")
+            settings = settings_for(app)
             caps = app.extensions[CAPS_KEY] = cls(
-                None if total is None else int(total),
-                None if per_caller is None else int(per_caller),
+                settings.chat_max_generations, settings.chat_max_generations_per_caller
             )
         return caps
 
@@ -115,13 +105,12 @@ class GenerationCaps:
                 self.by_caller.pop(key, None)
 
 
-def make_store(app: Any) -> GenerationStore:
-    url = app.config.get("SSE_BROKER_URL", DEFAULTS["SSE_BROKER_URL"])
-    retention = float(app.config["CHAT_RETENTION_SECONDS"])
-    if url.startswith(("redis://", "rediss://", "unix://")):
+def make_store(settings: Settings) -> GenerationStore:
+    retention = settings.chat_retention_seconds
+    if settings.broker_kind == "redis":
         from .redis_store import RedisGenerationStore
 
-        return RedisGenerationStore(url, retention=retention)
+        return RedisGenerationStore(settings.broker_url, retention=retention)
     return MemoryGenerationStore(retention=retention)
 
 
@@ -153,21 +142,18 @@ class GenerationRoutes:
 
     def _setup(self, setup_state: BlueprintSetupState) -> None:
         app = setup_state.app
-        for key, value in CHAT_DEFAULTS.items():
-            app.config.setdefault(key, value)
         if self.state_key in app.extensions:
             return  # registered twice on one app (two prefixes): share the state
-        generations = Generations(
-            make_store(app), self.backend, float(app.config["CHAT_GRACE_SECONDS"])
-        )
+        settings = settings_for(app, reload=True)  # checks every key (ValueError names it)
+        generations = Generations(make_store(settings), self.backend, settings.chat_grace_seconds)
         app.extensions[self.state_key] = ChatState(
             generations=generations,
             limits=ChatLimits(
-                max_chars=int(app.config["CHAT_MAX_CHARS"]),
-                max_messages=int(app.config["CHAT_MAX_MESSAGES"]),
-                max_body_bytes=int(app.config["CHAT_MAX_BODY_BYTES"]),
+                max_chars=settings.chat_max_chars,
+                max_messages=settings.chat_max_messages,
+                max_body_bytes=settings.chat_max_body_bytes,
             ),
-            queue_size=int(app.config["CHAT_QUEUE"]),
+            queue_size=settings.chat_queue,
         )
         registry_for(app).on_shutdown(generations.stop_all)
 
@@ -194,6 +180,9 @@ class GenerationRoutes:
 
     def _broker_error(self, exc: BrokerError) -> Response:
         current_app.logger.warning("chat: %s", exc)
+        if request.method == "GET":
+            # EventSource gets a 200 with a retry: hint (any other status ends it for good)
+            return refuse_stream("the event broker is unavailable, retry later")
         response = self.error(503, "the event broker is unavailable, retry later")
         response.headers["Retry-After"] = "2"
         return response

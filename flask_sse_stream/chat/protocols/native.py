@@ -14,8 +14,6 @@ this protocol needs no framer.
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, Response, request
 
 from ...event import Event
@@ -72,7 +70,7 @@ def _expired(stream_id: str, seq: int, mailbox: Mailbox) -> Response:
     """An unknown or expired generation is never restarted: the client gets a stream
     holding only a ``close`` event that says so."""
     close = Event(
-        json.dumps({"finish_reason": "error", "error": "this reply is no longer available"}),
+        {"finish_reason": "error", "error": "this reply is no longer available"},
         event="close",
         id=f"{stream_id}:{seq + 1}",
     )
