@@ -413,6 +413,7 @@ _GEVENT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess
 @pytest.mark.parametrize("mode", ["slow", "hang", "hang_before_headers"])
 def test_openai_greenlet_kill_closes_upstream(fake: FakeOpenAI, mode: str) -> None:
     """GreenletExit raised while the backend blocks on the socket closes the upstream.
@@ -455,6 +456,7 @@ def test_openai_greenlet_kill_closes_upstream(fake: FakeOpenAI, mode: str) -> No
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess
 def test_module_imports_without_openai() -> None:
     script = textwrap.dedent(
         """
@@ -486,6 +488,7 @@ def test_module_imports_without_openai() -> None:
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a subprocess
 def test_fake_openai_runs_as_a_module() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.fake_openai", "--port", "0", "--text", "Bonjour à tous"],

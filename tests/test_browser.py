@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from typing import Any
 
 import pytest
 
 from tests import browser
 from tests.browser import SCREENSHOT, full_reply, read_stream
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 # The fixtures of tests/browser.py, made visible to pytest in this module.
 playwright_instance = browser.playwright_instance
@@ -294,11 +297,11 @@ RUN_SOURCE = """async ({ closeOnClose }) => {
 }"""
 
 
-def scripted_stream(page, responses):
+def scripted_stream(page: Any, responses: list[tuple[int, Any]]) -> list[tuple[Any, ...]]:
     """Answer /scripted-stream with ``responses`` in turn; return the requests seen."""
-    requests = []
+    requests: list[tuple[Any, ...]] = []
 
-    def handle(route):
+    def handle(route: Any) -> None:
         request = route.request
         requests.append((request.method, request.headers, request.post_data))
         status, body = responses[len(requests) - 1]

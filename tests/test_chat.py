@@ -12,6 +12,8 @@ from flask_sse_stream.chat import DemoBackend
 from tests.chat import demo_reply, partial_chat, run_chat
 from tests.servers import Server, gunicorn_server
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def chat_server() -> Iterator[Server]:

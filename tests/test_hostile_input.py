@@ -16,6 +16,8 @@ from tests.chat import run_chat
 from tests.servers import Server, gunicorn_server
 from tests.sse_parser import parse
 
+pytestmark = pytest.mark.slow
+
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 # header values an HTTP client can send: latin-1 without CR, LF or NUL

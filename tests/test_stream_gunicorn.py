@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
-from httpx_sse import connect_sse
+from httpx_sse import ServerSentEvent, connect_sse
 
 from tests.rawsse import open_stream
 from tests.servers import Server
 
+pytestmark = pytest.mark.slow
 
-def events(server: Server, path: str, **kwargs: object) -> list:
+
+def events(server: Server, path: str, **kwargs: Any) -> list[ServerSentEvent]:
     with (
         httpx.Client(base_url=server.url, timeout=10) as client,
-        connect_sse(client, "GET", path, **kwargs) as source,  # type: ignore[arg-type]
+        connect_sse(client, "GET", path, **kwargs) as source,
     ):
         return list(source.iter_sse())
 
