@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 from flask import Flask
 from werkzeug.test import TestResponse
@@ -30,7 +30,8 @@ class StreamReader:
         self.body = b""
         self.chunks: list[bytes] = []
         self.ended = False
-        self._iter: Iterator[bytes] = iter(response.response)
+        # a streamed SSE body is always bytes
+        self._iter: Iterator[bytes] = iter(cast("Iterable[bytes]", response.response))
 
     def _next_chunk(self) -> bytes:
         try:

@@ -12,7 +12,7 @@ from flask import Flask, request
 from flask_sse_stream import SSE
 from flask_sse_stream.brokers.memory import MemoryBroker
 from flask_sse_stream.concurrency import current
-from flask_sse_stream.mailbox import CloseReason, new_mailbox
+from flask_sse_stream.mailbox import new_mailbox
 from tests.inprocess import HEARTBEAT, data, open_stream
 from tests.sse_parser import parse
 
@@ -148,9 +148,9 @@ def test_authorize_guards_subscription_and_replay(app_sse: tuple[Flask, SSE]) ->
 
 def test_stats_count_streams_and_subscribers(app_sse: tuple[Flask, SSE]) -> None:
     app, sse = app_sse
-    with open_stream(app, "/stream?channel=counted"), open_stream(app, "/stream?channel=counted"):
-        with app.app_context():
-            assert sse.stats() == {"open_streams": 2, "subscribers": {"counted": 2}}
+    with open_stream(app, "/stream?channel=counted"), \
+            open_stream(app, "/stream?channel=counted"), app.app_context():
+        assert sse.stats() == {"open_streams": 2, "subscribers": {"counted": 2}}
     with app.app_context():
         assert sse.stats() == {"open_streams": 0, "subscribers": {}}
 

@@ -16,11 +16,11 @@ from gevent import monkey
 
 from flask_sse_stream.mailbox import END, CloseReason, GeventMailbox, Mailbox, ThreadMailbox
 
-KINDS: list[type[Mailbox]] = [ThreadMailbox, GeventMailbox]
+Kind = Callable[[int], Mailbox]
+KINDS: list[Kind] = [ThreadMailbox, GeventMailbox]
 
 
-def run_blocked(kind: type[Mailbox], fn: Callable[[], object],
-                wake: Callable[[], None]) -> object:
+def run_blocked(kind: Kind, fn: Callable[[], object], wake: Callable[[], object]) -> object:
     """Run ``fn`` (which blocks) in a thread or greenlet, call ``wake`` once it is
     blocked, and return what ``fn`` returned."""
     result: list[object] = []
@@ -54,7 +54,7 @@ def test_the_test_process_is_not_monkey_patched() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_offer_is_bounded(kind: type[Mailbox]) -> None:
+def test_offer_is_bounded(kind: Kind) -> None:
     box = kind(3)
     assert [box.offer(b"%d" % i) for i in range(5)] == [True, True, True, False, False]
     assert box.take(0) == [b"0", b"1", b"2"]  # coalesced, in order, nothing beyond the bound
@@ -62,7 +62,7 @@ def test_offer_is_bounded(kind: type[Mailbox]) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_take_coalesces_everything_queued(kind: type[Mailbox]) -> None:
+def test_take_coalesces_everything_queued(kind: Kind) -> None:
     box = kind(10)
     for chunk in (b"a", b"b", b"c"):
         assert box.put(chunk, timeout=0)
@@ -71,7 +71,7 @@ def test_take_coalesces_everything_queued(kind: type[Mailbox]) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_put_times_out_when_full_and_refuses_once_closed(kind: type[Mailbox]) -> None:
+def test_put_times_out_when_full_and_refuses_once_closed(kind: Kind) -> None:
     box = kind(1)
     assert box.put(b"a", timeout=0.01)
     assert not box.put(b"b", timeout=0.01)
@@ -81,7 +81,7 @@ def test_put_times_out_when_full_and_refuses_once_closed(kind: type[Mailbox]) ->
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_close_wakes_a_waiting_reader(kind: type[Mailbox]) -> None:
+def test_close_wakes_a_waiting_reader(kind: Kind) -> None:
     box = kind(4)
     got = run_blocked(kind, lambda: box.take(None),
                       lambda: box.close(CloseReason.SHUTDOWN))
@@ -90,7 +90,7 @@ def test_close_wakes_a_waiting_reader(kind: type[Mailbox]) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_an_offer_wakes_a_waiting_reader(kind: type[Mailbox]) -> None:
+def test_an_offer_wakes_a_waiting_reader(kind: Kind) -> None:
     box = kind(4)
     got = run_blocked(kind, lambda: box.take(None), lambda: box.offer(b"x"))
     assert got == [b"x"]
@@ -105,7 +105,7 @@ def test_gevent_close_wakes_a_waiting_producer() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_taking_makes_room_for_a_waiting_producer(kind: type[Mailbox]) -> None:
+def test_taking_makes_room_for_a_waiting_producer(kind: Kind) -> None:
     box = kind(1)
     assert box.offer(b"a")
     got = run_blocked(kind, lambda: box.put(b"b", timeout=5), lambda: box.take(0))
@@ -114,7 +114,7 @@ def test_taking_makes_room_for_a_waiting_producer(kind: type[Mailbox]) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_the_first_close_reason_wins_and_drain_keeps_real_chunks(kind: type[Mailbox]) -> None:
+def test_the_first_close_reason_wins_and_drain_keeps_real_chunks(kind: Kind) -> None:
     box = kind(4)
     box.offer(b"a")
     box.offer(b"b")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,13 +30,13 @@ def app() -> Flask:
 
     @app.get("/count")
     @sse_stream
-    def count() -> Iterator[Event]:
+    def count() -> Any:
         for i in range(int(request.args.get("n", "3"))):
             yield Event({"i": i}, id=i)
 
     @app.get("/kinds")
     @sse_stream(retry=1500, headers={"X-Extra": "yes"})
-    def kinds() -> Iterator[Any]:
+    def kinds() -> Any:
         yield "plain\nline two"
         yield {"a": 1}
         yield [1, 2]
@@ -48,7 +47,7 @@ def app() -> Flask:
 
     @app.get("/context")
     @sse_stream
-    def context() -> Iterator[Any]:
+    def context() -> Any:
         yield {"path": request.path, "app": current_app.name, "user": g.user,
                "last_event_id": last_event_id()}
 
@@ -58,27 +57,27 @@ def app() -> Flask:
         if not request.args.get("x"):
             return jsonify(error="x is required"), 400
 
-        def events() -> Iterator[Any]:
+        def events() -> Any:
             yield {"x": request.args["x"]}
 
         return events()
 
     @app.get("/fails")
     @sse_stream
-    def fails() -> Iterator[str]:
+    def fails() -> Any:
         yield "before"
         raise RuntimeError("boom")
 
     @app.get("/wait-then-yield")
     @sse_stream
-    def wait_then_yield() -> Iterator[str]:
+    def wait_then_yield() -> Any:
         released = current_app.extensions["release"]
         assert released.wait(10)  # silent until the test lets it go: heartbeats meanwhile
         yield "released"
 
     @app.get("/endless")
     @sse_stream
-    def endless() -> Iterator[Any]:
+    def endless() -> Any:
         closed = current_app.extensions["closed"]
         try:
             n = 0
