@@ -9,7 +9,6 @@ in-process version of the same checks (seconds instead of a server)."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any

@@ -171,6 +171,18 @@ def test_a_slow_subscriber_is_cut_off_at_its_queue_bound() -> None:
         assert [e.last_event_id for e in again.events(6)] == ids[4:]
 
 
+def test_a_refused_publish_leaves_replay_exact() -> None:
+    broker = MemoryBroker(history_size=10)
+    ids = [broker.publish("c", n) for n in range(3)]
+    with pytest.raises(ValueError, match="line break"):
+        broker.publish("c", "bad", event="a\nb")
+    ids.append(broker.publish("c", 3))
+    sub = broker.subscribe("c", new_mailbox(current(), 8), ids[1])
+    replayed = parse(b": ok\n" + sub.prelude).events
+    assert [(e.data, e.last_event_id) for e in replayed] == [("2", ids[2]), ("3", ids[3])]
+    sub.close()
+
+
 def test_broker_replay_and_live_delivery_directly() -> None:
     broker = MemoryBroker(history_size=3)
     ids = [broker.publish("c", n) for n in range(5)]
