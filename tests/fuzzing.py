@@ -66,7 +66,11 @@ chat_ids = st.builds(lambda s, n: f"{s}:{n}", stream_ids | st.text(max_size=20),
 
 # Lone surrogates can only arrive escaped in JSON ("\\ud800"); everything else as itself.
 any_char_with_surrogates = st.characters(blacklist_categories=())
-json_text = st.text(any_char_with_surrogates, max_size=100) | odd_number
+# Characters that break naive code, drawn often (from all of Unicode they would be rare):
+# lone surrogates, NUL, line and paragraph separators, BOM, RTL override, astral emoji.
+ODD_CHARS = "\ud800\udfff\x00\u2028\u2029\ufeff\u202e\U0001f600\x85\r\n a\u00e9"
+json_text = (st.text(any_char_with_surrogates, max_size=100) | odd_number
+             | st.text(st.sampled_from(ODD_CHARS), min_size=1, max_size=20))
 
 
 def json_values(keys: list[str]) -> st.SearchStrategy[Any]:
@@ -81,10 +85,12 @@ def json_values(keys: list[str]) -> st.SearchStrategy[Any]:
 
 
 chat_keys = ["message", "messages", "role", "content", "name"]
-chat_bodies = (
-    json_values(chat_keys)
-    | st.builds(lambda m: {"message": m}, json_text)
-    | st.builds(lambda ms: {"messages": ms}, st.lists(st.fixed_dictionaries(
-        {"role": st.sampled_from(["user", "assistant", "system", "tool", ""]),
-         "content": json_text}), max_size=4))
+odd_text = st.text(st.sampled_from(ODD_CHARS), min_size=1, max_size=20)
+chat_bodies = st.one_of(
+    json_values(chat_keys),
+    st.builds(lambda m: {"message": m}, json_text),
+    st.builds(lambda m: {"message": m}, odd_text),
+    st.builds(lambda ms: {"messages": ms}, st.lists(st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "user", "user", "assistant", "system", "tool", ""]),
+         "content": json_text | odd_text}), max_size=4)),
 )

@@ -138,7 +138,9 @@ def check_chat(answer: Answer) -> None:
     stream_id, _, first = events[0].last_event_id.rpartition(":")
     assert [e.last_event_id for e in events] == [
         f"{stream_id}:{n}" for n in range(int(first), int(first) + len(events))]
-    assert isinstance(json.loads(events[-1].data)["finish_reason"], str)
+    close = json.loads(events[-1].data)
+    assert isinstance(close["finish_reason"], str)
+    assert close.get("error") != "internal error", close  # input that should have been a 400
 
 
 def q(value: str | bytes) -> bytes:

@@ -99,6 +99,16 @@ def test_post_body_refusals(body: object, status: int, match: str) -> None:
     refused(status, match, json=body)
 
 
+@pytest.mark.parametrize("raw", [b'{"message": "hi \\ud800"}',
+                                 b'{"messages": [{"role": "user", "content": "\\udfff x"}]}'])
+def test_lone_surrogates_are_refused_with_400(raw: bytes) -> None:
+    """Valid JSON, but not text: no backend can encode it (the demo backend fails on it
+    mid-generation, which the client sees as an "internal error" close)."""
+    with pytest.raises(ChatInputError) as info:
+        parse_request(data=raw, content_type="application/json")
+    assert info.value.status == 400
+
+
 def test_post_transport_refusals() -> None:
     refused(415, "application/json", data=b'{"message": "hi"}', content_type="text/plain")
     refused(415, "application/json", data=b'{"message": "hi"}')
