@@ -10,6 +10,8 @@ import pytest
 
 from tests.servers import ROOT
 
+pytestmark = [pytest.mark.slow, pytest.mark.bench]
+
 pytest.importorskip("sse_starlette", reason="the bench extra is not installed")
 
 

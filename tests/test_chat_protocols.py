@@ -180,7 +180,7 @@ def test_openai_sdk_streams_through_heartbeats(slow_demo: Server) -> None:
         {"role": "system", "content": "be brief"}, {"role": "user", "content": "first"},
         {"role": "assistant", "content": "ok"}, {"role": "user", "content": "second turn"}])
     client = openai.OpenAI(base_url=slow_demo.url + "/v1", api_key="x", max_retries=0)
-    stream = client.chat.completions.create(model="anything", messages=messages,  # type: ignore[arg-type]
+    stream = client.chat.completions.create(model="anything", messages=messages,  # type: ignore[call-overload]
                                             stream=True, stream_options={"include_usage": True})
     text, usage, reasons = "", None, []
     for chunk in stream:
