@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -39,7 +39,7 @@ def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
-def split(items: list[str | Usage | Finish]) -> tuple[list[str], list[Usage]]:
+def split(items: Sequence[str | Usage | Finish]) -> tuple[list[str], list[Usage]]:
     texts = [p for p in items if isinstance(p, str)]
     usages = [p for p in items if isinstance(p, Usage)]
     return texts, usages
