@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import logging
 import random
 import socket
 import time
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("flask_sse_stream")
 
 HEARTBEAT = encode_comment("ping")
 OPENING = encode_comment("ok")
@@ -404,7 +407,8 @@ class StreamBody:
             try:
                 callback()
             except Exception:  # one failing cleanup must not skip the others
-                current_app.logger.exception("error while closing an SSE stream")
+                # the server may close a stream outside any app context: no current_app
+                log.exception("error while closing an SSE stream")
 
 
 def stream_response(

@@ -100,7 +100,7 @@ def check_testing(ns: dict[str, Any]) -> None:
 
 def check_chat(ns: dict[str, Any]) -> None:
     rules = {rule.rule for rule in ns["app"].url_map.iter_rules()}
-    assert {"/chat/stream", "/chat/stream/<stream_id>"} <= rules
+    assert {"/chat/stream", "/chat/stream/<sse_any:stream_id>"} <= rules
 
 
 def check_countdown(ns: dict[str, Any]) -> None:

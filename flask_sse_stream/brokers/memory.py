@@ -103,9 +103,10 @@ class MemoryBroker(Broker):
     ) -> str:
         with self._lock:
             ch = self._channel(channel)
-            ch.last_seq += 1
-            event_id = f"{ch.prefix}-{ch.last_seq}"
+            event_id = f"{ch.prefix}-{ch.last_seq + 1}"
+            # encoded (so validated) before the id is taken: a refused event leaves none
             chunk = Event(data, event=event, id=event_id, retry=retry).encode()
+            ch.last_seq += 1
             if ch.history.maxlen:
                 ch.history.append(chunk)
             if not ch.subscribers:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
+from werkzeug.routing import BaseConverter
 
 from ..brokers.base import BrokerError
 from ..concurrency import current as current_concurrency
@@ -114,6 +115,13 @@ def make_store(settings: Settings) -> GenerationStore:
     return MemoryGenerationStore(retention=retention)
 
 
+class AnyText(BaseConverter):
+    """A URL part that may be empty or hold slashes (ids in DELETE routes)."""
+
+    regex = ".*"
+    part_isolating = False
+
+
 class GenerationRoutes:
     """One protocol's blueprint over the shared generation machinery.
 
@@ -142,6 +150,7 @@ class GenerationRoutes:
 
     def _setup(self, setup_state: BlueprintSetupState) -> None:
         app = setup_state.app
+        app.url_map.converters.setdefault("sse_any", AnyText)
         if self.state_key in app.extensions:
             return  # registered twice on one app (two prefixes): share the state
         settings = settings_for(app, reload=True)  # checks every key (ValueError names it)

@@ -61,11 +61,21 @@ def parse_resume(value: str | None) -> Resume | None:
     return Resume(match[1], int(match[2]))
 
 
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text(value: Any, what: str, limits: ChatLimits) -> str:
     if not isinstance(value, str):
         raise ChatInputError(400, f"{what} must be a string")
     if not value.strip():
         raise ChatInputError(400, f"{what} must not be empty")
+    if not _encodable(value):  # a lone surrogate (JSON "\ud800") is not text a model reads
+        raise ChatInputError(400, f"{what} must be valid Unicode text (no lone surrogates)")
     if len(value) > limits.max_chars:
         raise ChatInputError(413, f"{what} is longer than {limits.max_chars} characters")
     return value

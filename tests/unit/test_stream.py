@@ -12,6 +12,7 @@ import pytest
 from flask import Flask, current_app, g, jsonify, request
 
 from flask_sse_stream import SSE, Event, last_event_id, sse_stream
+from flask_sse_stream.settings import settings_for
 from tests.inprocess import HEARTBEAT, open_stream
 from tests.sse_parser import parse
 
@@ -181,6 +182,7 @@ def test_client_leaving_closes_the_generator_and_frees_the_stream(app: Flask) ->
 
 def test_beyond_max_streams_a_new_stream_is_refused_with_retry_after(app: Flask) -> None:
     app.config["SSE_MAX_STREAMS"] = 1
+    settings_for(app, reload=True)  # config is read once, at setup: this test changes it
     with open_stream(app, "/endless") as first:
         first.events(1)
         refused = app.test_client().get("/count", headers={"Accept": "application/json"})

@@ -30,7 +30,10 @@ __all__ = ["NativeRoutes", "create_chat_blueprint"]
 class NativeRoutes(GenerationRoutes):
     def add_routes(self, bp: Blueprint) -> None:
         bp.add_url_rule("/stream", "stream", self.stream, methods=["GET", "POST"])
-        bp.add_url_rule("/stream/<stream_id>", "cancel", self.cancel, methods=["DELETE"])
+        # any text after the slash, slashes and empty included, is an id to look up: an
+        # unknown one is a 404 JSON, never Flask's HTML page or a redirect
+        bp.add_url_rule("/stream/<sse_any:stream_id>", "cancel", self.cancel,
+                        methods=["DELETE"], merge_slashes=False)
 
     def stream(self) -> Response:
         """Start a generation and stream it, or resume one from ``Last-Event-ID``."""
