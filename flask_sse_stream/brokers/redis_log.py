@@ -4,11 +4,12 @@ broker (``brokers/redis.py``) and the chat store (``chat/redis_store.py``).
 * :class:`RedisLog` appends (``XADD``), replays (``XRANGE`` paged until the stream's end,
   however much ``MAXLEN ~`` kept) and follows keys live through its :class:`Reader`.
 * **Gap detection.** Trimming removes the oldest entries, so a replay or a reader that
-  continues from id ``L`` missed something exactly when ``L`` is gone and ``XINFO STREAM``'s
-  ``max-deleted-entry-id`` is not ``L`` (it is later: trimmed past ``L``; it is earlier: the
-  stream was recreated, e.g. a Redis restart without persistence). Each key's codec turns a
-  gap into what its clients understand (``event: reset`` for channels, a ``close`` with
-  ``finish_reason: "error"`` for chat), so nothing is lost in silence.
+  continues from id ``L`` may have missed something exactly when ``L`` itself is gone
+  (trimmed, or the stream was recreated, e.g. by a Redis restart without persistence).
+  (``XINFO STREAM``'s ``max-deleted-entry-id`` would be more precise, but Redis 7 does not
+  move it when trimming.) Each key's codec turns a gap into what its clients understand
+  (``event: reset`` for channels, a ``close`` with ``finish_reason: "error"`` for chat), so
+  nothing is lost in silence.
 * **One reader per process for every key.** A single ``XREAD BLOCK`` over all keys with
   local followers, on one connection; keys come and go as followers do (a new key wakes
   the blocked read with ``CLIENT UNBLOCK``). One read returns batches across keys; each
@@ -190,15 +191,6 @@ class Replay:
     reset: str | None
 
 
-def _info(result: Any) -> tuple[str, bool]:
-    """(max-deleted-entry-id, stream exists) from an XINFO STREAM reply or its error."""
-    if isinstance(result, redis.ResponseError) and "no such key" in str(result).lower():
-        return "0-0", False
-    if isinstance(result, BaseException):
-        raise result
-    return text(result.get("max-deleted-entry-id", b"0-0")), True
-
-
 def _after(a: str, b: str) -> bool:
     return (parse_id(a) or ZERO) > (parse_id(b) or ZERO)
 
@@ -295,62 +287,67 @@ class RedisLog:
     def replay(self, key: str, after: str | None) -> Replay:
         """The entries after ``after`` (all kept ones if None), paged to the stream's end.
 
-        Each page is read together with ``XINFO STREAM`` (in MULTI), so trimming between
-        pages or before the first one is seen: the result then says ``reset`` and holds
-        what is still kept, instead of stopping short or skipping in silence.
+        Every page starts *at* the id it continues from (inclusive), so a continuation
+        point trimmed away, before the first page or between two, is seen: the result
+        then says ``reset`` and holds what is still kept, instead of stopping short or
+        skipping in silence.
         """
         reset: str | None = None
-        position = None if after is None else parse_id(after)
-        if after is not None and position is None:
+        if after is not None and parse_id(after) is None:
             reset, after = "unknown event id", None
         entries: list[tuple[str, dict[Any, Any]]] = []
-        start = "-" if after is None else after  # inclusive: tells whether ``after`` is kept
-        continued = after  # the id the next page continues from (None: from the start)
-        first_page = True
+        start = after  # None: from the stream's start
         for _ in range(MAX_PAGES):
-            with mapped_errors(), self.client.pipeline(transaction=True) as pipe:
-                pipe.xrange(key, min=start, max="+", count=PAGE)
-                pipe.xinfo_stream(key)
-                page, info = pipe.execute(raise_on_error=False)
-                if isinstance(page, BaseException):
-                    raise page
-                max_deleted, _exists = _info(info)
+            with mapped_errors():
+                page = self.client.xrange(key, min=start or "-", max="+", count=PAGE)
             full = len(page) >= PAGE
             page = [(text(raw_id), fields) for raw_id, fields in page]
-            if first_page and after is not None:
-                if page and page[0][0] == after:
+            if start is not None:
+                if page and page[0][0] == start:
                     page = page[1:]
-                elif max_deleted != after:  # ``after`` is not kept, and not the last trimmed
-                    reset = ("event id older than the history" if _after(max_deleted, after)
-                             else "unknown event id")
-            elif continued is not None and _after(max_deleted, continued) and reset is None:
-                reset = "events were trimmed during the replay"
-            first_page = False
+                elif reset is None:
+                    reset = self._why_not_kept(key, start, first_page=start == after)
             entries += page
-            if page:
-                continued = page[-1][0]
             if not full:
                 end = entries[-1][0] if entries else (None if reset else after)
                 return Replay(entries, end, reset)
-            start = "(" + (continued or "0-0")
+            start = entries[-1][0]
         raise BrokerError("redis: the replay did not reach the stream's end")
 
+    def _why_not_kept(self, key: str, start: str, *, first_page: bool) -> str:
+        if not first_page:
+            return "events were trimmed during the replay"
+        with mapped_errors():
+            first = self.client.xrange(key, count=1)
+        if first and _after(text(first[0][0]), start):
+            return "event id older than the history"
+        return "unknown event id"
+
     def gaps(self, points: dict[str, str]) -> set[str]:
-        """The keys whose continuation point (key -> last id read) was trimmed away or
-        whose stream was recreated since."""
+        """The keys whose continuation point (key -> last id read) was trimmed away (or
+        whose stream was recreated) since: entries after it may be lost.
+
+        Conservative: a point trimmed just after the read that went past it counts too
+        (the reader was a whole history behind anyway).
+        """
         keys = list(points)
-        with self.client.pipeline(transaction=True) as pipe:
+        with self.client.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.xinfo_stream(key)
-                pipe.xrange(key, min=points[key], max=points[key], count=1)
+                if points[key] == "0-0":
+                    pipe.xinfo_stream(key)
+                else:
+                    pipe.xrange(key, min=points[key], max=points[key], count=1)
             results = pipe.execute(raise_on_error=False)
         found = set()
-        for n, key in enumerate(keys):
-            max_deleted, _exists = _info(results[2 * n])
-            kept = results[2 * n + 1]
-            if isinstance(kept, BaseException):
-                raise kept
-            if not kept and max_deleted != points[key]:
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, redis.ResponseError) and "no such key" in str(result):
+                continue  # a stream started at 0-0 that is gone again
+            if isinstance(result, BaseException):
+                raise result
+            if points[key] == "0-0":  # read from the start: was anything ever removed?
+                if int(result.get("entries-added", 0)) > int(result.get("length", 0)):
+                    found.add(key)
+            elif not result:
                 found.add(key)
         return found
 
