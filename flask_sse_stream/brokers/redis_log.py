@@ -511,7 +511,8 @@ class Reader:
                     with self.lock:
                         self.blocked = False
                     failing_since = failing_since or time.monotonic()
-                    self._failed(exc, streams, failing_since, backoff)
+                    if self._failed(exc, streams, failing_since, backoff):
+                        failing_since = None  # those that join now get their own wait
                     continue
                 except Exception:  # a bug must not leave followers waiting in silence
                     log.exception("redis reader failed; its followers reconnect")
@@ -533,21 +534,24 @@ class Reader:
                 client.close()
 
     def _failed(self, exc: BaseException, streams: dict[str, str], since: float,
-                backoff: Backoff) -> None:
+                backoff: Backoff) -> bool:
+        """Handle a failed read; True if the followers were sent away."""
         self._close_client()
         if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
             self._drop_wrong_types(streams)
-            return
+            return False
         with self.lock:
             for feed in self.feeds.values():
                 feed.check = True  # after an outage, verify each key's continuation
-        if time.monotonic() - since >= LOST_AFTER:
+        ended = time.monotonic() - since >= LOST_AFTER
+        if ended:
             log.warning("redis reader: %s for %.0fs; ending its streams (they reconnect)",
                         exc, LOST_AFTER)
             self._end_all(CloseReason.BROKER_LOST)
         else:
             log.warning("redis reader: %s; retrying", exc)
         backoff.wait()
+        return ended
 
     def _end_all(self, reason: CloseReason) -> None:
         with self.lock:
