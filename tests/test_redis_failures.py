@@ -90,3 +90,26 @@ def test_no_permission_to_read_ends_streams_then_they_resume(setup) -> None:
         assert before + rest == [0, 1, 2, 3]  # nothing lost, nothing doubled
         publish(app, {"n": 4}, "perm")
         assert again.data(5 - len(before))[-1] == {"n": 4}
+
+
+def test_a_thousand_channels_on_a_gevent_worker_keep_connections_constant(setup) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    app, admin = setup
+    baseline = len(admin.client_list())
+    peak = 0
+
+    def visit(n: int) -> None:
+        with Subscriber(app, f"visit-{n}") as sub:
+            sub.resp.read_chunk()  # subscribed (the head comes after the subscribe)
+
+    with ThreadPoolExecutor(25) as pool:
+        for start in range(0, 1000, 100):
+            list(pool.map(visit, range(start, start + 100)))
+            peak = max(peak, len(admin.client_list()) - baseline)
+    with Subscriber(app, "visit-last") as sub:  # the reader still serves new channels
+        publish(app, {"n": 1}, "visit-last")
+        assert sub.data(1) == [{"n": 1}]
+    print(f"\n1000 channels opened and closed on one gevent worker: at most +{peak} "
+          f"Redis connections")
+    assert peak <= 34  # the bounded command pool (32) and the one reader, never more
