@@ -73,9 +73,13 @@ MAX_PAGES = 1000  # a replay that has not reached the end after this many pages 
 COMMAND_CONNECTIONS = 32  # per URL and process, shared by appends, replays and checks
 LOST_AFTER = 10.0  # seconds of failing reads before the followers are sent to reconnect
 IDLE_SECONDS = 60.0  # free command connections are closed this often
+COALESCE = 0.001  # while entries keep coming, read again after this long...
+GATHER_ROUNDS = 10  # ...at most this many times before handing them over...
+GATHER_BYTES = 64 * 1024  # ...or until this much is waiting
 
 Position = tuple[int, int]
 ZERO: Position = (0, 0)
+Item = tuple[Position, bytes, bool]  # an entry's position, its encoded bytes, whether final
 
 
 def parse_id(entry_id: str) -> Position | None:
@@ -165,7 +169,7 @@ class Feed:
     """A key read by this process's reader, with its local cursors."""
 
     __slots__ = ("check", "codec", "cursors", "error", "key", "last_id", "live", "position",
-                 "ready", "started", "trim_hint")
+                 "ready", "snapshot", "started", "trim_hint")
 
     def __init__(self, key: str, codec: Codec, trim_hint: int | None) -> None:
         self.key = key
@@ -174,6 +178,7 @@ class Feed:
         self.last_id = "0-0"
         self.position = ZERO
         self.live: set[Cursor] = set()
+        self.snapshot: tuple[Cursor, ...] | None = None  # tuple(live), rebuilt on change
         self.cursors: set[Cursor] = set()  # all of them (live and catching up)
         self.ready = False
         self.started = threading.Event()
@@ -382,6 +387,7 @@ class Reader:
             feed.cursors.add(cursor)
             if cursor.held is None:
                 feed.live.add(cursor)
+                feed.snapshot = None
         if not creating:
             if not feed.started.wait(self.log.timeout) or feed.error is not None:
                 self.leave(cursor)
@@ -420,6 +426,7 @@ class Reader:
             _hand_items(cursor, [i for i in held if floor is None or i[0] > floor])
             if floor is None or feed.position >= floor:
                 feed.live.add(cursor)
+                feed.snapshot = None
             else:
                 cursor.floor = floor
 
@@ -430,6 +437,7 @@ class Reader:
                 return
             feed.cursors.discard(cursor)
             feed.live.discard(cursor)
+            feed.snapshot = None
             if not feed.cursors and self.feeds.get(feed.key) is feed:
                 del self.feeds[feed.key]  # the reader drops the key at its next read
 
@@ -448,6 +456,7 @@ class Reader:
             cursor.mailbox.close(reason)
         feed.cursors.clear()
         feed.live.clear()
+        feed.snapshot = None
 
     def followed_keys(self) -> list[str]:
         with self.lock:
@@ -506,7 +515,8 @@ class Reader:
                         concurrency.sleep(0.01)  # keys are being started
                     with self.lock:
                         self.blocked = False
-                    self._dispatch(response or ())
+                    if response:
+                        self._gather(response, concurrency)
                 except ERRORS as exc:
                     with self.lock:
                         self.blocked = False
@@ -574,7 +584,36 @@ class Reader:
                 log.warning("redis reader: %r is a %s, not a stream", key, text(kind))
                 self.end_key(key, CloseReason.BROKER_LOST)
 
-    def _dispatch(self, response: Any) -> None:
+    def _gather(self, response: Any, concurrency: Concurrency) -> None:
+        """Dispatch a read, and while entries keep coming (a burst), read again after
+        COALESCE, up to GATHER_ROUNDS times: each live follower then gets the burst as one
+        hand-over (one write) instead of one per read. Rounds, not a deadline: when the
+        process is busy writing the previous batch, a publisher adds about one entry per
+        round whatever the round lasts, and a deadline would then hand over one entry at
+        a time. An entry after a quiet spell waits one COALESCE."""
+        pending: dict[Feed, list[tuple[tuple[Cursor, ...], list[Item]]]] = {}
+        try:
+            size = self._dispatch(response, pending)
+            for _ in range(GATHER_ROUNDS):
+                if size >= GATHER_BYTES:
+                    break
+                concurrency.sleep(COALESCE)
+                with self.lock:
+                    streams = {f.key: f.last_id for f in pending if self.feeds.get(f.key) is f}
+                if not streams:
+                    break
+                more = self._client.xread(streams, count=READ_COUNT)
+                if not more:
+                    break
+                size += self._dispatch(more, pending)
+        finally:
+            for groups in pending.values():
+                _flush(groups)
+
+    def _dispatch(self, response: Any,
+                  pending: dict[Feed, list[tuple[tuple[Cursor, ...], list[Item]]]]) -> int:
+        """Check for gaps and deliver one read; live followers' items go to ``pending``.
+        Returns the bytes added there."""
         batches = []
         checks: dict[str, str] = {}
         for raw_key, entries in response:
@@ -588,13 +627,16 @@ class Reader:
                 checks[key] = feed.last_id
             batches.append((feed, entries))
         gaps = self.log.gaps(checks) if checks else set()
+        size = 0
         for feed, entries in batches:
             feed.check = False
-            self._deliver(feed, entries, feed.key in gaps)
+            size += self._deliver(feed, entries, feed.key in gaps, pending)
+        return size
 
-    def _deliver(self, feed: Feed, entries: list[Any], gap: bool) -> None:
+    def _deliver(self, feed: Feed, entries: list[Any], gap: bool,
+                 pending: dict[Feed, list[tuple[tuple[Cursor, ...], list[Item]]]]) -> int:
         codec = feed.codec
-        items: list[tuple[Position, bytes, bool]] = []
+        items: list[Item] = []
         if gap:
             first = parse_id(text(entries[0][0])) or ZERO
             chunk, final = codec.gap(feed.last_id)
@@ -604,14 +646,15 @@ class Reader:
                 break  # after a final entry there is nothing more to send
             entry_id = text(raw_id)
             chunk, final = codec.entry(entry_id, fields)
-            items.append((parse_id(entry_id) or ZERO, chunk, final))
+            if chunk:
+                items.append((parse_id(entry_id) or ZERO, chunk, final))
         last_id = text(entries[-1][0])
-        final = items[-1][2]
         with self.lock:
             if self.feeds.get(feed.key) is not feed:
-                return  # its last follower left meanwhile
+                return 0  # its last follower left meanwhile
             feed.last_id, feed.position = last_id, parse_id(last_id) or ZERO
-            live = tuple(feed.live)
+            if not items:
+                return 0
             for cursor in feed.cursors - feed.live:  # replaying, or behind its replay
                 if cursor.held is not None:
                     cursor.held += items
@@ -621,10 +664,26 @@ class Reader:
                 if floor is None or feed.position >= floor:
                     cursor.floor = None
                     feed.live.add(cursor)
-            if final:
+                    feed.snapshot = None
+            live = feed.snapshot
+            if live is None:
+                live = feed.snapshot = tuple(feed.live)
+            if items[-1][2]:
                 del self.feeds[feed.key]
         if live:
-            chunks = [chunk for _p, chunk, _f in items]
-            payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            for cursor in live:
-                cursor.hand(payload, final)
+            groups = pending.setdefault(feed, [])
+            if groups and groups[-1][0] is live:
+                groups[-1][1].extend(items)
+            else:
+                groups.append((live, items))
+        return sum(len(chunk) for _p, chunk, _f in items)
+
+
+def _flush(groups: list[tuple[tuple[Cursor, ...], list[Item]]]) -> None:
+    """Hand each group of items to its live followers, one chunk per follower."""
+    for live, items in groups:
+        chunks = [chunk for _p, chunk, _f in items]
+        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        final = items[-1][2]
+        for cursor in live:
+            cursor.hand(payload, final)
