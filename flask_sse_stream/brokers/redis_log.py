@@ -534,6 +534,10 @@ class Reader:
                     backoff.reset()
                     log.warning("redis reader: reading again")
                 self.log.sweep_idle()
+        except BaseException:  # killed (e.g. GreenletExit): a later join starts another
+            with self.lock:
+                self.running = self.blocked = False
+            raise
         finally:
             self._close_client()
 
@@ -548,7 +552,8 @@ class Reader:
         """Handle a failed read; True if the followers were sent away."""
         self._close_client()
         if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
-            self._drop_wrong_types(streams)
+            if not self._drop_wrong_types(streams):
+                backoff.wait()
             return False
         with self.lock:
             for feed in self.feeds.values():
@@ -569,8 +574,9 @@ class Reader:
         for feed in feeds:
             self._end(feed, reason)
 
-    def _drop_wrong_types(self, streams: dict[str, str]) -> None:
-        """A key that is not a stream fails the whole XREAD: end only its followers."""
+    def _drop_wrong_types(self, streams: dict[str, str]) -> int:
+        """A key that is not a stream fails the whole XREAD: end only its followers.
+        Returns how many keys were dropped."""
         try:
             with self.log.client.pipeline(transaction=False) as pipe:
                 for key in streams:
@@ -578,11 +584,14 @@ class Reader:
                 kinds = pipe.execute()
         except ERRORS as exc:
             log.warning("redis reader: cannot check key types: %s", exc)
-            return
+            return 0
+        dropped = 0
         for key, kind in zip(streams, kinds, strict=False):
             if text(kind) not in ("stream", "none"):
                 log.warning("redis reader: %r is a %s, not a stream", key, text(kind))
                 self.end_key(key, CloseReason.BROKER_LOST)
+                dropped += 1
+        return dropped
 
     def _gather(self, response: Any, concurrency: Concurrency) -> None:
         """Dispatch a read, and while entries keep coming (a burst), read again after
