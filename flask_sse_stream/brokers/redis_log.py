@@ -75,7 +75,8 @@ LOST_AFTER = 10.0  # seconds of failing reads before the followers are sent to r
 IDLE_SECONDS = 60.0  # free command connections are closed this often
 COALESCE = 0.001  # while entries keep coming, read again after this long...
 GATHER_ROUNDS = 10  # ...at most this many times before handing them over...
-GATHER_BYTES = 64 * 1024  # ...or until this much is waiting
+GATHER_BYTES = 64 * 1024  # ...or until this much is waiting...
+QUIET_ROUNDS = 2  # ...or until this many rounds in a row found nothing new
 
 Position = tuple[int, int]
 ZERO: Position = (0, 0)
@@ -599,12 +600,13 @@ class Reader:
         hand-over (one write) instead of one per read. Rounds, not a deadline: when the
         process is busy writing the previous batch, a publisher adds about one entry per
         round whatever the round lasts, and a deadline would then hand over one entry at
-        a time. An entry after a quiet spell waits one COALESCE."""
+        a time. An entry after a quiet spell waits QUIET_ROUNDS * COALESCE."""
         pending: dict[Feed, list[tuple[tuple[Cursor, ...], list[Item]]]] = {}
         try:
             size = self._dispatch(response, pending)
+            quiet = 0
             for _ in range(GATHER_ROUNDS):
-                if size >= GATHER_BYTES:
+                if size >= GATHER_BYTES or quiet >= QUIET_ROUNDS:
                     break
                 concurrency.sleep(COALESCE)
                 with self.lock:
@@ -612,9 +614,9 @@ class Reader:
                 if not streams:
                     break
                 more = self._client.xread(streams, count=READ_COUNT)
-                if not more:
-                    break
-                size += self._dispatch(more, pending)
+                quiet = 0 if more else quiet + 1
+                if more:
+                    size += self._dispatch(more, pending)
         finally:
             for groups in pending.values():
                 _flush(groups)
