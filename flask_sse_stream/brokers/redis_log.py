@@ -666,6 +666,11 @@ class Reader:
             feed.last_id, feed.position = last_id, parse_id(last_id) or ZERO
             if not items:
                 return 0
+            # the live ones before this batch: a cursor that catches up below already got
+            # its part of the batch, and must not get the rest twice
+            live = feed.snapshot
+            if live is None:
+                live = feed.snapshot = tuple(feed.live)
             for cursor in feed.cursors - feed.live:  # replaying, or behind its replay
                 if cursor.held is not None:
                     cursor.held += items
@@ -676,9 +681,6 @@ class Reader:
                     cursor.floor = None
                     feed.live.add(cursor)
                     feed.snapshot = None
-            live = feed.snapshot
-            if live is None:
-                live = feed.snapshot = tuple(feed.live)
             if items[-1][2]:
                 del self.feeds[feed.key]
         if live:
