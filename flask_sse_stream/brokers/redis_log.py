@@ -12,8 +12,12 @@ broker (``brokers/redis.py``) and the chat store (``chat/redis_store.py``).
   nothing is lost in silence.
 * **One reader per process for every key.** A single ``XREAD BLOCK`` over all keys with
   local followers, on one connection; keys come and go as followers do (a new key wakes
-  the blocked read with ``CLIENT UNBLOCK``). One read returns batches across keys; each
-  key's batch is encoded once and handed to each follower as one chunk.
+  the blocked read with ``CLIENT UNBLOCK``). One read returns batches across keys; while a
+  burst keeps coming the reader reads again every millisecond (a few rounds), then each
+  key's entries, encoded once, go to each follower as one chunk: one write per burst.
+  A read is checked for a gap only when it could hide one (as many entries as the
+  stream's ``MAXLEN``, or a full ``COUNT``, or after an outage): a shorter read proves the
+  stream still holds entries before its start.
 * **The seam** between a follower's replay and the live entries is handled here once: the
   follower joins first with live entries held back, replays, then gets the held entries
   past its replay's end; while the reader is still behind that end, entries up to it are
@@ -28,7 +32,7 @@ broker (``brokers/redis.py``) and the chat store (``chat/redis_store.py``).
   has keys and closes it when it has none. Keys are grouped by nothing yet; a Redis Cluster
   version would run one reader per node over the keys that hash there.
 
-The ``redis`` package is imported by this module only (and by ``brokers/redis.py``).
+The ``redis`` package is imported here only, so it is needed only with a Redis URL.
 """
 
 from __future__ import annotations
