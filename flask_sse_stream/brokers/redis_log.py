@@ -278,6 +278,7 @@ class RedisLog:
     def append(self, key: str, fields: dict[str, Any], *, maxlen: int | None = None,
                expire: int | None = None) -> str:
         """XADD (trimmed to about ``maxlen``; expiring after ``expire`` s); the new id."""
+        self.sweep_idle()
         with mapped_errors():
             if expire is None:
                 entry_id = self.client.xadd(key, fields, maxlen=maxlen, approximate=True)
