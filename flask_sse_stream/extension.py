@@ -180,5 +180,5 @@ def _subscribe_many(state: SSEState, channels: list[str], mailbox: Mailbox) -> S
         for subscription in subscriptions:
             subscription.close()
         raise
-    prelude = cursor.start([(s.channel, s.prelude, s.cursor) for s in subscriptions], positions)
+    prelude = cursor.start([(s.channel, s.prelude, s.position) for s in subscriptions], positions)
     return prelude, tuple(s.close for s in subscriptions)

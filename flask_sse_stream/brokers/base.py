@@ -49,12 +49,12 @@ def reset_event(last_event_id: str, why: str) -> bytes:
 
 class Subscription:
     """One stream's place in a channel. ``prelude`` holds what it must send before live
-    events (a reset, then the replayed history), already encoded. ``cursor`` is the id
+    events (a reset, then the replayed history), already encoded. ``position`` is the id
     of the last event the prelude covers, or of the channel's last event when the
     subscription began (None: the channel has none): resuming from it misses nothing,
     even if this subscription never gets an event (multi-channel streams need it)."""
 
-    __slots__ = ("_unsubscribe", "channel", "cursor", "mailbox", "prelude")
+    __slots__ = ("_unsubscribe", "channel", "mailbox", "position", "prelude")
 
     def __init__(
         self,
@@ -66,7 +66,7 @@ class Subscription:
         self.channel = channel
         self.mailbox = mailbox
         self.prelude = prelude
-        self.cursor: str | None = None
+        self.position: str | None = None
         self._unsubscribe = unsubscribe
 
     def deliver(self, chunk: bytes) -> None:

@@ -147,7 +147,7 @@ class MemoryBroker(Broker):
             ch.flush_locked()
             prelude = b"" if last_event_id is None else self._replay(ch, last_event_id)
             sub = Subscription(channel, mailbox, self._unsubscribe, prelude)
-            sub.cursor = f"{ch.prefix}-{ch.last_seq}"
+            sub.position = f"{ch.prefix}-{ch.last_seq}"
             ch.subscribers.add(sub)
         return sub
 

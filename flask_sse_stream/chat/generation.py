@@ -228,7 +228,7 @@ class Generations:
         self.grace = grace
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
-        store.on_remote_cancel(lambda stream_id: self.cancel(stream_id, wait=False))
+        store.on_remote_cancel(self._cancel_here)
 
     def __len__(self) -> int:
         return len(self._running)
@@ -346,6 +346,16 @@ class Generations:
             running.task.stop(2.0 if wait else 0.0)
         return True
 
+    def _cancel_here(self, stream_id: str) -> None:
+        """Another process asks to cancel ``stream_id``: only a generation running here is
+        stopped, and asking further (``store.request_cancel``) never happens from here."""
+        running = self._running.get(stream_id)
+        if running is not None:
+            if running.stop_reason is None:
+                running.stop_reason = "cancelled"
+            if running.task is not None:
+                running.task.stop(0.0)
+
     def stop_all(self, reason: str = "shutdown") -> None:
         """End every generation of this process (server shutdown)."""
         for stream_id in list(self._running):
@@ -357,13 +367,14 @@ class _Timer:
 
     def __init__(self, delay: float, fn: Callable[[str], None], arg: str) -> None:
         self._cancelled = False
+        concurrency = current_concurrency()
 
         def run() -> None:
-            time.sleep(delay)
+            concurrency.sleep(delay)
             if not self._cancelled:
                 fn(arg)
 
-        current_concurrency().spawn(run, contextvars.Context())
+        concurrency.spawn(run, contextvars.Context())
 
     def cancel(self) -> None:
         self._cancelled = True
