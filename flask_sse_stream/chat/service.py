@@ -118,7 +118,7 @@ def make_store(settings: Settings) -> GenerationStore:
 class AnyText(BaseConverter):
     """A URL part that may be empty or hold slashes (ids in DELETE routes)."""
 
-    regex = ".*"
+    regex = "[\\s\\S]*"  # newlines too
     part_isolating = False
 
 
