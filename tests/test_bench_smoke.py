@@ -13,6 +13,7 @@ from tests.servers import ROOT
 pytestmark = [pytest.mark.slow, pytest.mark.bench]
 
 pytest.importorskip("sse_starlette", reason="the bench extra is not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.bench]
 
 
 def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
@@ -22,5 +23,5 @@ def test_quick_benchmark_runs_every_scenario(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "latest.json").exists()
-    for scenario in ("idle", "fanout_", "chat_", "churn"):
+    for scenario in ("idle", "floor_", "fanout_", "isolated_", "chat_", "churn"):
         assert f"### {scenario}" in done.stdout
