@@ -409,15 +409,17 @@ def floor_send(n: int, sends: int = 40_000) -> dict[str, Any]:
             sock.close()
 
 
-async def scenario_floor(n: int) -> dict[str, Any]:
-    result = floor_send(n)
+async def scenario_floor(n: int, sends: int) -> dict[str, Any]:
+    result = floor_send(n, sends)
     result["ok"] = True
     return result
 
 
-async def scenario_isolated(target: Target, subs: int, events: int) -> dict[str, Any]:
+async def scenario_isolated(
+    target: Target, subs: int, events: int, floor_sends: int
+) -> dict[str, Any]:
     """Closed loop, one event in flight: what one broadcast costs on an idle server."""
-    floor = floor_send(subs)
+    floor = floor_send(subs, floor_sends)
     base_sockets = server_sockets(target.port)
     swarm = target.swarm(n=subs)
     await swarm.open(subs, deadline=time.monotonic() + 120)
@@ -628,11 +630,18 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 )
         elif name == "floor":
             for subs, _ in params["isolated"]:
-                jobs.append((f"floor_{subs}", lambda s=subs: scenario_floor(s)))
+                jobs.append(
+                    (f"floor_{subs}", lambda s=subs: scenario_floor(s, params["floor_sends"]))
+                )
         elif name == "isolated":
             for subs, events in params["isolated"]:
                 jobs.append(
-                    (f"isolated_{subs}", lambda s=subs, e=events: scenario_isolated(target, s, e))
+                    (
+                        f"isolated_{subs}",
+                        lambda s=subs, e=events: scenario_isolated(
+                            target, s, e, params["floor_sends"]
+                        ),
+                    )
                 )
         elif name == "chat":
             for n in params["chat_streams"]:

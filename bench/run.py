@@ -109,6 +109,7 @@ FULL_PARAMS: dict[str, Any] = {
     "fanout": [(1_000, 100, 20, 0.02), (10_000, 10, 5, 0.05)],
     # (subscribers, events): closed loop, one event in flight (CPU per delivery, p50/p99)
     "isolated": [(1_000, 40), (10_000, 10)],
+    "floor_sends": 40_000,
     "chat_streams": [250, 1_000],
     # 100 tokens (5 s) per reply: long enough that the connection burst at the start
     # does not stand in for the steady streaming cost (real replies are longer still)
@@ -124,6 +125,7 @@ QUICK_PARAMS: dict[str, Any] = {
     "idle_streams": 50,
     "fanout": [(50, 200, 10, 0.01)],
     "isolated": [(50, 5)],
+    "floor_sends": 5_000,
     "chat_streams": [20],
     "chat_tokens": 10,
     "chat_rate": 20.0,
