@@ -39,7 +39,7 @@ INCLUSIVE = {
     "StreamBody.__next__": "__next__ (flask_sse_stream/response.py",
     "mailbox take": "take (flask_sse_stream/mailbox.py",
     "mailbox put/offer": "put (flask_sse_stream/mailbox.py",
-    "direct write (experiment)": "_direct_write",
+    "direct write (experiment)": "direct_write (",
     "producer greenlet (_produce)": "_produce (",
     "  the view's own code (chat)": "chat (ours_app",
     "  to_bytes (encoding)": "to_bytes (",
