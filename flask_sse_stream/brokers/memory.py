@@ -155,6 +155,11 @@ class MemoryBroker(Broker):
         prefix, _, seq_text = last_event_id.rpartition("-")
         seq = parse_decimal(seq_text, 19)
         first_seq = ch.last_seq - len(ch.history) + 1
+        if seq == 0 and prefix.partition(".")[0] == self._boot:
+            # before the channel's first event (a position handed out before anything was
+            # published; the channel may have been dropped and made again since, while
+            # still empty): everything kept follows it
+            prefix = ch.prefix
         if prefix != ch.prefix or seq is None or seq > ch.last_seq:
             return reset_event(last_event_id, "unknown event id") + b"".join(ch.history)
         if seq < first_seq - 1:

@@ -199,3 +199,17 @@ def test_broker_replay_and_live_delivery_directly() -> None:
     assert broker.subscriber_counts() == {}
     broker.publish("c", 6)
     assert mailbox.take(0) is None  # unsubscribed: nothing more arrives
+
+
+def test_the_position_of_an_empty_channel_survives_its_drop() -> None:
+    """A subscription's position on a channel with no event yet ("before the first") stays
+    valid after the channel is dropped (no subscriber, never published) and made again."""
+    broker = MemoryBroker(history_size=10)
+    sub = broker.subscribe("empty", new_mailbox(current(), 8))
+    position = sub.position
+    assert position is not None and position.endswith("-0")
+    sub.close()
+    event_id = broker.publish("empty", "first")
+    again = broker.subscribe("empty", new_mailbox(current(), 8), position)
+    assert parse(again.prelude).events[0].last_event_id == event_id  # no reset first
+    assert len(parse(again.prelude).events) == 1
