@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import sys
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,13 @@ def check_channel_client(rec: dict[str, Any], pub: Published, final: dict[str, i
                                 f"({len(missing)}) never arrived (last #{prev})")
     if rec["max_silence"] > heartbeat + STUCK_SLACK:
         out["stuck"] += 1
-        examples.append(f"client {rec['cid']}: silent for {rec['max_silence']:.1f}s")
+        examples.append(f"client {rec['cid']}: silent for {rec['max_silence']:.1f}s, until "
+                        f"{_clock(rec.get('max_silence_at'))}")
     out["refused"] += rec["refused"]
+
+
+def _clock(t: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) if t else "?"
 
 
 def check_chat_client(rec: dict[str, Any], out: Counter[str], examples: list[str],
@@ -191,7 +197,8 @@ def check_chat_client(rec: dict[str, Any], out: Counter[str], examples: list[str
                 examples.append(f"client {rec['cid']}: AI SDK text differs from the reply")
     if rec["max_silence"] > 2.0 + STUCK_SLACK:
         out["stuck"] += 1
-        examples.append(f"client {rec['cid']}: silent for {rec['max_silence']:.1f}s")
+        examples.append(f"client {rec['cid']}: silent for {rec['max_silence']:.1f}s, until "
+                        f"{_clock(rec.get('max_silence_at'))}")
     out["refused"] += rec["refused"]
 
 

@@ -169,6 +169,7 @@ class Client:
     connected: bool = False
     last_byte: float = 0.0
     max_silence: float = 0.0
+    max_silence_at: float = 0.0  # wall time the longest silence ended
     stop: bool = False
     refused: int = 0
 
@@ -188,6 +189,7 @@ class Client:
         now = time.monotonic()
         if self.connected and self.last_byte and now - self.last_byte > self.max_silence:
             self.max_silence = now - self.last_byte
+            self.max_silence_at = round(time.time(), 3)
         self.last_byte = now
 
     async def pause_if_asked(self) -> None:
@@ -207,7 +209,8 @@ class Client:
 
     def record(self) -> dict[str, Any]:
         return {"cid": self.cid, "kind": type(self).__name__, "slow": self.slow,
-                "max_silence": round(self.max_silence, 3), "refused": self.refused,
+                "max_silence": round(self.max_silence, 3),
+                "max_silence_at": self.max_silence_at, "refused": self.refused,
                 "log": self.log}
 
     async def stream(self, conn: Connection) -> AsyncIterator[Sse]:
@@ -323,7 +326,10 @@ class ChatClient(Client):
                     conn.abort()
                     return
                 if conn.status != 200:
-                    self.refused += 1
+                    # EventSource (GET) gives up for good on anything but 200 or 204; a
+                    # fetch client (POST) may retry a 503 as its Retry-After says
+                    if self.method == "GET":
+                        self.refused += 1
                     self.note("status", conn.status, (await _safe_body(conn))[:200])
                     conn.abort()
                     await self.backoff()
@@ -400,12 +406,11 @@ class AiSdkClient(Client):
                     conn.abort()
                     return
                 if conn.status != 200:
-                    self.refused += 1
+                    if not first:  # the resume is a GET; the POST is a fetch client's
+                        self.refused += 1
                     self.note("status", conn.status, (await _safe_body(conn))[:200])
                     conn.abort()
                     await self.backoff()
-                    if first:
-                        continue
                     continue
                 first = False
                 self.note("open", None)

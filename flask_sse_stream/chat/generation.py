@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..brokers.base import BrokerError
 from ..concurrency import Task
 from ..concurrency import current as current_concurrency
 from ..event import Event
@@ -264,6 +265,10 @@ class Generations:
                     self.store.append(stream_id, {"content": piece})
         except BackendError as exc:
             close = {"finish_reason": "error", "error": str(exc)}
+        except BrokerError as exc:  # the log could not be written (Redis down or refusing)
+            log.warning("chat generation %s: %s", stream_id, exc)
+            close = {"finish_reason": "error",
+                     "error": "the event broker is unavailable; try again"}
         except (GenerationCancelled, _greenlet_exit()):
             if running.stop_reason == "shutdown":
                 close = {"finish_reason": "error", "error": "the server restarted; try again"}
