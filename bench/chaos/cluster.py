@@ -92,7 +92,8 @@ class Redis:
         try:
             import redis
 
-            client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+            client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1,
+                                 retry=None)
             try:
                 return int(client.info("clients")["connected_clients"])
             finally:

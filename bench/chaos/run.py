@@ -207,7 +207,9 @@ class Run:
             self.samples.append({
                 "t": now, "faulting": self.faulting,
                 "rss": sum(r["rss"] for r in rows), "fds": sum(r["fds"] for r in rows),
-                "workers": len(rows), "redis_clients": self.redis.info_clients(),
+                # in a thread: a paused Redis must not stall the clients' event loop
+                "workers": len(rows), "redis_clients": await asyncio.to_thread(
+                    self.redis.info_clients),
                 "greenlets": {s["pid"]: s["greenlets"] for s in stats},
                 "open_streams": sum(s.get("open_streams", 0) for s in stats),
             })
