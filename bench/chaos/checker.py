@@ -225,22 +225,24 @@ def recovery(clients: list[dict[str, Any]], faults: list[dict[str, Any]]) -> dic
 
 
 def resources(samples: list[dict[str, Any]], faults_over: float) -> list[str]:
-    lines = []
+    """Each resource before the faults, at its peak, when the faults stopped and at the
+    end (the clients still connected): the last two should match (flat after faults)."""
     during = [s for s in samples if s["t"] < faults_over]
     after = [s for s in samples if s["t"] >= faults_over]
     if not (during and after):
         return ["not enough samples"]
-    first, last = during[0], after[-1]
-    for key, unit, scale in (("rss", "MiB", 2**20), ("fds", "", 1), ("redis_clients", "", 1),
+    first, stopped, last = during[0], after[0], after[-1]
+    lines = []
+    for key, unit, scale in (("rss", " MiB", 2**20), ("fds", "", 1), ("redis_clients", "", 1),
                              ("open_streams", "", 1)):
-        a, b = first.get(key), last.get(key)
-        if a is None or b is None:
+        if any(s.get(key) is None for s in (first, stopped, last)):
             continue
         peak = max((s.get(key) or 0) for s in samples)
-        lines.append(f"| {key} | {a / scale:.1f} | {peak / scale:.1f} | {b / scale:.1f} {unit} |")
-    g_first = sum(first.get("greenlets", {}).values())
-    g_last = sum(last.get("greenlets", {}).values())
-    lines.append(f"| greenlets (workers sampled) | {g_first} | — | {g_last} |")
+        lines.append(f"| {key}{unit} | {first[key] / scale:.0f} | {peak / scale:.0f} | "
+                     f"{stopped[key] / scale:.0f} | {last[key] / scale:.0f} |")
+    greenlets = [sum(s.get("greenlets", {}).values()) for s in (first, stopped, last)]
+    lines.append(f"| greenlets (workers sampled) | {greenlets[0]} | — | {greenlets[1]} | "
+                 f"{greenlets[2]} |")
     return lines
 
 
@@ -309,8 +311,8 @@ def check(run_dir: Path) -> tuple[str, bool]:
         "| --- | ---: | ---: |",
         *(f"| {k} | {_f(v[0])} | {_f(v[1])} |" for k, v in rec_times.items()),
         "",
-        "| resource (all workers) | first sample | peak | after the faults |",
-        "| --- | ---: | ---: | ---: |",
+        "| resource (all workers) | before faults | peak | faults stopped | end |",
+        "| --- | ---: | ---: | ---: | ---: |",
         *resources(samples, meta["faults_over"]),
     ]
     if errors:
