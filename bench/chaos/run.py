@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import random
+import resource
 import signal
 import sys
 import time
@@ -301,7 +302,15 @@ def parse(argv: list[str] | None = None) -> tuple[Plan, Path]:
     return plan, make_workdir(args.out)
 
 
+def _raise_fd_limit() -> None:
+    """A thousand clients need more descriptors than the usual soft limit of 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+
+
 def main(argv: list[str] | None = None) -> int:
+    _raise_fd_limit()
     plan, workdir = parse(argv)
     workdir.mkdir(parents=True, exist_ok=True)
     run = Run(plan, workdir)
