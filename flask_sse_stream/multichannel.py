@@ -42,8 +42,9 @@ def parse_cursor(value: str | None, channels: Iterable[str]) -> dict[str, str | 
 
     A cursor gives the positions it names (other channels: None, i.e. live from now,
     as for a channel added to the stream later). A plain id (from a single-channel
-    stream) is handed to every channel: each checks it and answers with a reset if it
-    does not know it."""
+    stream), or a value naming none of the channels (junk, or another stream's cursor),
+    is handed to every channel: each checks it and answers with a reset if it does not
+    know it, so the client is told rather than silently taken live from now."""
     names = list(channels)
     if value is None:
         return dict.fromkeys(names)
@@ -54,6 +55,8 @@ def parse_cursor(value: str | None, channels: Iterable[str]) -> dict[str, str | 
         name, sep, position = part.partition("@")
         if sep and position and name in positions and positions[name] is None:
             positions[name] = position
+    if all(position is None for position in positions.values()):
+        return dict.fromkeys(names, value)
     return positions
 
 

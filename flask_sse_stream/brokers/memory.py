@@ -84,9 +84,11 @@ class MemoryBroker(Broker):
                 if ch.pending_bytes >= FANOUT_MAX_BYTES:
                     ch.flush()  # a big burst goes out now, in bounded pieces
                 return event_id
-            subscribers = list(ch.subscribers)
-        for sub in subscribers:  # threads: fan out at once
-            sub.deliver(chunk)
+            # threads: fan out at once, still holding the lock, so events reach every
+            # subscriber in id order even when several threads publish at once (deliver
+            # never blocks: a full queue cuts the subscriber off)
+            for sub in list(ch.subscribers):
+                sub.deliver(chunk)
         return event_id
 
     def subscribe(
