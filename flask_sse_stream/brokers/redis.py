@@ -286,6 +286,9 @@ class RedisBroker(Broker):
             sub.held = []
         with self.lock:
             reader.add(sub)
+            if last_event_id is None:
+                # every entry after the reader's last one reaches this subscription
+                sub.cursor = reader.last_id
         if last_event_id is None:
             return sub
         try:
@@ -293,6 +296,7 @@ class RedisBroker(Broker):
         except BaseException:
             self._unsubscribe(sub)
             raise
+        sub.cursor = "{}-{}".format(*(sub.floor or (0, 0)))
         with self.lock:
             held, sub.held = sub.held or [], None
             reader.go_live(sub, held)
@@ -303,9 +307,17 @@ class RedisBroker(Broker):
         position = _parse_id(last_event_id)
         start = last_event_id if position is not None else "-"
         try:
-            entries = self.client.xrange(
-                self.key(channel), min=start, max="+", count=self.history_size + 1
+            entries = self._entries_from(channel, start)
+            # "0-0" is the position before a stream's first entry (the cursor of a
+            # channel that was empty): exact as long as nothing was ever trimmed
+            from_start = position == (0, 0) and (
+                not entries or self._never_trimmed(channel, len(entries))
             )
+            if position is not None and not entries and not from_start:
+                # past the stream's end: an id this stream never gave (another server's,
+                # or one from the future). Its floor would hold live entries back until
+                # the stream's ids pass it; start over like an unknown id instead.
+                position, entries = None, self._entries_from(channel, "-")
         except _ERRORS as exc:
             raise BrokerError(f"redis unavailable: {exc}") from exc
         prelude = b""
@@ -313,12 +325,31 @@ class RedisBroker(Broker):
             prelude = reset_event(last_event_id, "unknown event id")
         elif entries and _text(entries[0][0]) == last_event_id:
             entries = entries[1:]
-        else:
-            why = "unknown event id" if not entries else "event id older than the history"
-            prelude = reset_event(last_event_id, why)
+        elif not from_start:
+            prelude = reset_event(last_event_id, "event id older than the history")
         chunks = [_encode_entry(_text(raw_id), fields) for raw_id, fields in entries]
         last_sent = _parse_id(_text(entries[-1][0])) if entries else position
         return prelude + b"".join(chunks), last_sent
+
+    def _entries_from(self, channel: str, start: str) -> list[tuple[Any, dict[Any, Any]]]:
+        """Every entry from ``start`` on, in pages: approximate trimming keeps more than
+        ``history_size`` entries, and a replay that stopped at one page would skip the
+        rest while its floor lets the subscription go live past them."""
+        page_size = self.history_size + 1
+        entries: list[tuple[Any, dict[Any, Any]]] = []
+        while True:
+            page = self.client.xrange(self.key(channel), min=start, max="+", count=page_size)
+            entries += page
+            if len(page) < page_size:
+                return entries
+            start = "(" + _text(page[-1][0])
+
+    def _never_trimmed(self, channel: str, count: int) -> bool:
+        try:
+            info = self.client.xinfo_stream(self.key(channel))
+        except redis.ResponseError:  # no such key, or a server without entries-added
+            return False
+        return bool(info.get("entries-added") == count)
 
     def _unsubscribe(self, sub: Subscription) -> None:
         assert isinstance(sub, _RedisSubscription)
