@@ -345,3 +345,40 @@ def test_redis_exact_resume_in_process(redis_app: tuple[Flask, SSE]) -> None:
     app, sse = redis_app
     p = uuid.uuid4().hex[:6]
     cut_and_resume(app, sse, [f"x{p}.{i}" for i in range(3)], rounds=6, seed=3)
+
+
+def test_threads_publishing_while_a_client_cuts_and_resumes_memory() -> None:
+    """Thread mode (the werkzeug dev server): publishers on three threads while the client
+    subscribes, reads a few, drops and resumes over and over: each channel's events
+    exactly once, in order (held live events vs. replays under real concurrency)."""
+    app, sse = make_app(SSE_HISTORY_SIZE=5000, SSE_SUBSCRIBER_QUEUE=5000)
+    channels = ["t.a", "t:b", "t-c"]
+    per_channel = 150
+    got: dict[str, list[int]] = {c: [] for c in channels}
+    opened = app.test_client().get(query(channels), buffered=False)
+
+    def publisher(channel: str) -> None:
+        with app.app_context():
+            for n in range(per_channel):
+                sse.publish(n, channel)
+
+    threads = [threading.Thread(target=publisher, args=(c,)) for c in channels]
+    for thread in threads:
+        thread.start()
+    rng = random.Random(7)
+    last: str | None = None
+    response = opened
+    for _ in range(200):
+        if sum(map(len, got.values())) >= per_channel * len(channels):
+            break
+        events = read_events(response, count=rng.randint(1, 15), timeout=3)
+        for event in events:
+            assert event.event is None, event
+            got[channel_of(event)].append(int(event.data))
+            last = event.id
+        response = app.test_client().get(query(channels), headers={"Last-Event-ID": last or ""},
+                                         buffered=False)
+    response.close()
+    for thread in threads:
+        thread.join(10)
+    assert got == {c: list(range(per_channel)) for c in channels}
