@@ -12,8 +12,14 @@ Scenarios (the runner picks the sizes):
              RSS growth per stream and idle CPU.
 * ``fanout`` S subscribers; a burst of K server-side publishes (CPU us per delivery,
              deliveries/s), then a paced run of events (publish->receive p50/p99).
+* ``floor``  no server involved: a plain Python loop of non-blocking ``send()`` of one
+             framed event over N loopback sockets held by this process (CPU us per send):
+             the syscall floor of one delivery, measured beside the servers.
+* ``isolated`` S subscribers, closed loop with one event in flight (publish one, wait
+             until all S have it, repeat): server CPU us per delivery, publish->receive
+             p50/p99, and the floor measured in the same process just before.
 * ``chat``   N concurrent ``/chat`` generations at R tokens/s: added latency
-             (receive time - scheduled send time) p50/p99.
+             (receive time - scheduled send time) p50/p99/max, server CPU us per token.
 * ``churn``  connect, read the first bytes, drop, for T seconds (new streams/s); then open
              M streams, drop them all at once and time until the server has closed them.
 
@@ -348,6 +354,114 @@ async def scenario_fanout(
     return result
 
 
+# One framed event as a chunked SSE response carries it (chunk size line, data, CRLF).
+FLOOR_PAYLOAD = b'2A\r\ndata: {"t":1764400000.123456,"n":12345}\n\n\r\n'
+FLOOR_MAX_SOCKETS = 8_000  # two descriptors per pair, and the swarm needs its own
+
+
+def floor_send(n: int, sends: int = 40_000) -> dict[str, Any]:
+    """CPU per non-blocking ``send()`` of one framed event on a loopback TCP socket.
+
+    ``n`` connected pairs (capped: both ends live in this process), the accepted ends
+    non-blocking with TCP_NODELAY like a server's; the loop sends one event to each in
+    turn, ``sends`` in all, and this thread's CPU time (user + kernel: on loopback the
+    kernel delivers to the receiver inside the sender's syscall) is divided by the sends.
+    """
+    n = max(1, min(n, FLOOR_MAX_SOCKETS))
+    rounds = max(3, -(-sends // n))
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(min(n, 4096))
+    addr = listener.getsockname()
+    sources = source_addresses(n, minimum=1)
+    clients: list[socket.socket] = []
+    servers: list[socket.socket] = []
+    try:
+        for i in range(n):
+            c = socket.socket()
+            with contextlib.suppress(OSError):
+                c.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            c.bind((sources[i % len(sources)], 0))
+            # RST on close: no TIME_WAIT left behind to eat the swarm's ports
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            c.connect(addr)
+            clients.append(c)
+            s, _ = listener.accept()
+            s.setblocking(False)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            servers.append(s)
+        payload = FLOOR_PAYLOAD
+        best = None
+        for _ in range(3):  # the best of three: the floor is what the syscall can do
+            t0 = time.thread_time()
+            for _ in range(rounds):
+                for s in servers:
+                    s.send(payload)
+            per = (time.thread_time() - t0) / (rounds * n)
+            best = per if best is None else min(best, per)
+            for c in clients:  # drain, so the next round does not meet full buffers
+                with contextlib.suppress(BlockingIOError):
+                    c.recv(1 << 20, socket.MSG_DONTWAIT)
+        assert best is not None
+        return {"sockets": n, "sends": rounds * n, "cpu_us_per_send": round(best * 1e6, 3)}
+    finally:
+        for sock in (*servers, *clients, listener):
+            sock.close()
+
+
+async def scenario_floor(n: int, sends: int) -> dict[str, Any]:
+    result = floor_send(n, sends)
+    result["ok"] = True
+    return result
+
+
+async def scenario_isolated(
+    target: Target, subs: int, events: int, floor_sends: int
+) -> dict[str, Any]:
+    """Closed loop, one event in flight: what one broadcast costs on an idle server."""
+    floor = floor_send(subs, floor_sends)
+    base_sockets = server_sockets(target.port)
+    swarm = target.swarm(n=subs)
+    await swarm.open(subs, deadline=time.monotonic() + 120)
+    await prime(target, swarm, timeout=30 + subs / 500)
+    listeners = live_primed(swarm)
+    await asyncio.sleep(0.2)
+    swarm.reset_counts()
+    complete = True
+    cpu0, rcpu0, w0 = cpu_seconds(target.pids), target.redis_cpu(), time.monotonic()
+    for i in range(events):
+        await target.publish(1)
+        done, _ = await wait_progress(swarm, listeners * (i + 1), stall=3.0, timeout=30.0)
+        if not done:
+            complete = False
+            swarm.events = listeners * (i + 1)  # resynchronise after losses
+    cpu1, rcpu1, w1 = cpu_seconds(target.pids), target.redis_cpu(), time.monotonic()
+    delivered = listeners * events if complete else swarm.events
+    lat = latency_summary(swarm.latencies)
+    per = 1e6 * (cpu1 - cpu0) / delivered if delivered else None
+    result: dict[str, Any] = {
+        "subscribers": listeners,
+        "target": subs,
+        "events": events,
+        "deliveries": len(swarm.latencies),
+        "lost": listeners * events - len(swarm.latencies),
+        "complete": complete,
+        "cpu_us_per_delivery": round_or_none(per),
+        "floor_us_per_send": floor["cpu_us_per_send"],
+        "floor_sockets": floor["sockets"],
+        "x_floor": round(per / floor["cpu_us_per_send"], 2) if per else None,
+        "latency_ms": lat,
+        "p50_ms": lat["p50"],
+        "p99_ms": lat["p99"],
+        "server_cpu_pct": round(100 * (cpu1 - cpu0) / max(w1 - w0, 1e-6), 1),
+    }
+    if target.redis and delivered:
+        result["redis_cpu_us_per_delivery"] = round(1e6 * (rcpu1 - rcpu0) / delivered, 3)
+    result["drain_s"] = round(await drain(target, swarm, base_sockets), 2)
+    result["ok"] = listeners > 0 and len(swarm.latencies) > 0
+    return result
+
+
 async def scenario_chat(target: Target, n: int, tokens: int, rate: float) -> dict[str, Any]:
     base_sockets = server_sockets(target.port)
     swarm = target.swarm(f"/chat?tokens={tokens}&rate={rate}", n=n)
@@ -370,6 +484,7 @@ async def scenario_chat(target: Target, n: int, tokens: int, rate: float) -> dic
         "latency_ms": lat,
         "p50_ms": lat["p50"],
         "p99_ms": lat["p99"],
+        "max_ms": lat["max"],
         "cpu_us_per_token": round_or_none(1e6 * (cpu1 - cpu0) / swarm.events)
         if swarm.events
         else None,
@@ -510,6 +625,21 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                         f"fanout_{subs}",
                         lambda s=subs, e=events, le=lat_events, lg=lat_gap: scenario_fanout(
                             target, s, e, le, lg
+                        ),
+                    )
+                )
+        elif name == "floor":
+            for subs, _ in params["isolated"]:
+                jobs.append(
+                    (f"floor_{subs}", lambda s=subs: scenario_floor(s, params["floor_sends"]))
+                )
+        elif name == "isolated":
+            for subs, events in params["isolated"]:
+                jobs.append(
+                    (
+                        f"isolated_{subs}",
+                        lambda s=subs, e=events: scenario_isolated(
+                            target, s, e, params["floor_sends"]
                         ),
                     )
                 )

@@ -40,8 +40,15 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SERVERS_DIR = BENCH / "servers"
-SCENARIOS = ("idle", "fanout", "chat", "churn", "redis")
+SCENARIOS = ("idle", "floor", "fanout", "isolated", "chat", "churn", "redis")
 PEERS = ("sse-starlette", "flask-sse")
+# the issue-13 paths are judged against the hand-written gevent server too
+PEERS_BY_PREFIX = {
+    "isolated": ("bare-gevent", "sse-starlette"),
+    "chat": ("bare-gevent", "sse-starlette"),
+    "redis": ("flask-sse",),
+}
+FLOOR = "floor"  # the pseudo-server under which the floor scenario is reported
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,9 @@ FULL_PARAMS: dict[str, Any] = {
     "idle_streams": 5_000,
     # (subscribers, burst events, closed-loop latency events, gap between them in s)
     "fanout": [(1_000, 100, 20, 0.02), (10_000, 10, 5, 0.05)],
+    # (subscribers, events): closed loop, one event in flight (CPU per delivery, p50/p99)
+    "isolated": [(1_000, 40), (10_000, 10)],
+    "floor_sends": 40_000,
     "chat_streams": [250, 1_000],
     # 100 tokens (5 s) per reply: long enough that the connection burst at the start
     # does not stand in for the steady streaming cost (real replies are longer still)
@@ -114,6 +124,8 @@ QUICK_PARAMS: dict[str, Any] = {
     "heartbeat": 0.5,
     "idle_streams": 50,
     "fanout": [(50, 200, 10, 0.01)],
+    "isolated": [(50, 5)],
+    "floor_sends": 5_000,
     "chat_streams": [20],
     "chat_tokens": 10,
     "chat_rate": 20.0,
@@ -266,6 +278,22 @@ def serve(spec: ServerSpec, heartbeat: float, log_dir: Path) -> Iterator[Running
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def run_floor(params: dict[str, Any]) -> dict[str, Any]:
+    """The floor scenario needs no server: the driver measures its own sends."""
+    spec = {"host": "127.0.0.1", "port": 0, "pids": [], "heartbeat": params["heartbeat"],
+            "scenarios": ["floor"], "params": params}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "drive.py"), json.dumps(spec)],
+        stdout=subprocess.PIPE, timeout=params["driver_timeout"], check=False,
+    )  # fmt: skip
+    lines = proc.stdout.decode().strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"driver exited with {proc.returncode}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    result.pop("_client", None)
+    return result
+
+
 def run_driver(
     spec: ServerSpec, running: Running, scenarios: list[str], params: dict[str, Any]
 ) -> dict[str, Any]:
@@ -313,7 +341,17 @@ METRICS: list[tuple[str, str, str, bool]] = [
     ("chat", "completed", "completed", True),
     ("chat", "p50_ms", "p50 added ms", False),
     ("chat", "p99_ms", "p99 added ms", False),
+    ("chat", "max_ms", "max added ms", False),
     ("chat", "cpu_us_per_token", "CPU us/token", False),
+    ("floor", "sockets", "sockets", True),
+    ("floor", "cpu_us_per_send", "CPU us/send", False),
+    ("isolated", "subscribers", "subscribers", True),
+    ("isolated", "cpu_us_per_delivery", "CPU us/delivery", False),
+    ("isolated", "floor_us_per_send", "floor us/send", False),
+    ("isolated", "x_floor", "x floor", False),
+    ("isolated", "p50_ms", "p50 ms", False),
+    ("isolated", "p99_ms", "p99 ms", False),
+    ("isolated", "lost", "lost", False),
     ("churn", "streams_per_s", "new streams/s", True),
     ("churn", "ttfb_p99_ms", "first byte p99 ms", False),
     ("churn", "notice_half_s", "notice 50% s", False),
@@ -327,7 +365,8 @@ METRICS: list[tuple[str, str, str, bool]] = [
 HEADLINE: dict[str, list[str]] = {
     "idle": ["rss_per_stream_kb", "streams_per_worker"],
     "fanout": ["cpu_us_per_delivery", "deliveries_per_s", "p99_ms"],
-    "chat": ["p99_ms"],
+    "chat": ["cpu_us_per_token", "p50_ms", "p99_ms"],
+    "isolated": ["cpu_us_per_delivery", "p99_ms"],
     "churn": ["streams_per_s", "notice_all_s"],
     "redis": ["total_cpu_us_per_delivery"],
 }
@@ -341,6 +380,8 @@ def metric_defs(key: str) -> list[tuple[str, str, bool]]:
 def derive_redis(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
     """The Redis scenario reuses the fan-out runs: cost of a delivery through Redis."""
     for server, by_key in raw.items():
+        if server not in SERVER_SPECS:
+            continue
         if not (SERVER_SPECS[server].redis or server == "ours-mem"):
             continue
         for key in [k for k in by_key if k.startswith("fanout_")]:
@@ -437,7 +478,7 @@ def summarize(
         summary[key] = {}
         header = ["server", *[f"{label} {'↑' if hib else '↓'}" for _, label, hib in defs]]
         ratio_cols: list[tuple[str, str]] = []
-        for peer in PEERS if prefix != "redis" else ("flask-sse",):
+        for peer in PEERS_BY_PREFIX.get(prefix, PEERS):
             if peer in raw and key in raw[peer]:
                 ratio_cols += [(m, peer) for m in heads]
         label_of = {m: label for m, label, _ in defs}
@@ -598,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     nofile = raise_nofile_limit()
 
-    driver_scenarios = [s for s in scenarios if s != "redis"]
+    driver_scenarios = [s for s in scenarios if s not in ("redis", "floor")]
     if "redis" in scenarios and "fanout" not in driver_scenarios:
         driver_scenarios.append("fanout")
     # one server start runs every scenario in turn (each scenario waits until the server
@@ -611,12 +652,27 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {n: {} for n in names}
+    if "floor" in scenarios:
+        raw[FLOOR] = {}
     started = time.monotonic()
     for rep in range(repeat):
+        if "floor" in scenarios:
+            print(f"[{rep + 1}/{repeat}] floor", flush=True)
+            try:
+                floor = run_floor(params)
+            except Exception as exc:
+                err = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                floor = {f"floor_{subs}": dict(err) for subs, _ in params["isolated"]}
+            for key, res in floor.items():
+                raw[FLOOR].setdefault(key, []).append(res)
         for name in names:
             spec = SERVER_SPECS[name]
             for group in groups:
-                todo = [s for s in group if s != "fanout" or spec.broadcast_across_workers]
+                todo = [
+                    s
+                    for s in group
+                    if s not in ("fanout", "isolated") or spec.broadcast_across_workers
+                ]
                 if "redis" in scenarios and "fanout" not in scenarios and name not in REDIS_SERVERS:
                     todo = [s for s in todo if s != "fanout"]
                 if not todo:
@@ -639,6 +695,10 @@ def main(argv: list[str] | None = None) -> int:
                             res = result.pop(s)
                             for n in params["chat_streams"]:
                                 result[f"chat_{n}"] = dict(res)
+                    if "isolated" in result:
+                        res = result.pop("isolated")
+                        for subs, _ in params["isolated"]:
+                            result[f"isolated_{subs}"] = dict(res)
                 for key, res in result.items():
                     raw[name].setdefault(key, []).append(res)
                 print(f"    done in {time.monotonic() - t0:.1f}s", flush=True)

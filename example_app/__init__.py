@@ -13,7 +13,14 @@ from typing import Any
 from flask import Flask, Request, Response, render_template, request
 
 from flask_sse_stream import SSE
-from flask_sse_stream.chat import ChatBackend, DemoBackend, OpenAIBackend, create_chat_blueprint
+from flask_sse_stream.chat import (
+    ChatBackend,
+    DemoBackend,
+    OpenAIBackend,
+    create_ai_sdk_blueprint,
+    create_chat_blueprint,
+    create_openai_blueprint,
+)
 
 from .ticker import start_ticker
 
@@ -40,9 +47,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config.update(config)
     sse.init_app(app)
     authorize = make_authorize(app)
+    backend = make_backend(app)
+    app.register_blueprint(create_chat_blueprint(backend, authorize=authorize), url_prefix="/chat")
+    # the same generations for the Vercel AI SDK (its default api) and OpenAI clients
     app.register_blueprint(
-        create_chat_blueprint(make_backend(app), authorize=authorize), url_prefix="/chat"
+        create_ai_sdk_blueprint(backend, authorize=authorize), url_prefix="/api/chat"
     )
+    app.register_blueprint(create_openai_blueprint(backend, authorize=authorize), url_prefix="/v1")
 
     @app.get("/")
     def index() -> Response:
@@ -91,7 +102,8 @@ TOKEN_COOKIE = "chat_token"
 def make_authorize(app: Flask) -> Callable[[Request], bool] | None:
     """``CHAT_TOKEN`` (env ``FLASK_CHAT_TOKEN``) set: the chat routes need that token.
 
-    Fetch clients (POST, DELETE, a resumed POST) send it as the header ``token: <value>``.
+    Fetch clients (POST, DELETE, a resumed POST) send it as the header ``token: <value>``;
+    OpenAI SDKs (``/v1``) send it as their API key, ``Authorization: Bearer <value>``.
     ``EventSource`` cannot set headers, so a GET may instead carry the ``chat_token``
     cookie that the page sets when it is served: HttpOnly and ``SameSite=Strict``, so
     other sites cannot start generations with a visitor's cookie, and the token never
@@ -104,6 +116,9 @@ def make_authorize(app: Flask) -> Callable[[Request], bool] | None:
 
     def authorize(req: Request) -> bool:
         given = req.headers.get(TOKEN_HEADER)
+        bearer = req.headers.get("Authorization", "")
+        if given is None and bearer.startswith("Bearer "):
+            given = bearer[7:]
         if given is None and req.method == "GET":
             given = req.cookies.get(TOKEN_COOKIE)
         return given is not None and hmac.compare_digest(given.encode(), expected)

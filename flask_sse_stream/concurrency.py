@@ -6,19 +6,38 @@ primitives are used directly (cheaper than patched ``threading``, and a greenlet
 killed while it is blocked, which is how a silent generator is closed at once when its
 client leaves). Anywhere else (``flask run``, threaded WSGI servers) threads are used, and a
 blocked generator is stopped at its next yield.
+
+This is the only module that imports gevent (a hard dependency): the mailbox and the
+memory broker reach the event loop through :class:`EventLoop`, :func:`wait` and
+:func:`wake`.
 """
 
 from __future__ import annotations
 
 import contextvars
+import select
 import socket
-import sys
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Concurrency", "Task", "current", "peer_closed"]
+import gevent
+from gevent import Timeout, monkey
+from gevent.hub import Waiter
+
+__all__ = [
+    "Concurrency",
+    "EventLoop",
+    "Task",
+    "Waiter",
+    "current",
+    "native_lock",
+    "peer_closed",
+    "wait",
+    "wake",
+]
 
 
 class Task(Protocol):
@@ -28,6 +47,12 @@ class Task(Protocol):
 
 class Concurrency(Protocol):
     name: str
+    # True when one event loop runs every stream of this thread (gevent): hand-overs are
+    # callbacks with no locks, and one timer can serve all streams.
+    cooperative: bool
+
+    def event_loop(self) -> EventLoop | None:
+        """The loop running this thread's streams, or None (threads: there is none)."""
 
     def spawn(self, fn: Callable[[], None], context: contextvars.Context) -> Task: ...
 
@@ -58,6 +83,10 @@ class _ThreadTask:
 
 class _Threads:
     name = "threading"
+    cooperative = False
+
+    def event_loop(self) -> EventLoop | None:
+        return None
 
     def spawn(self, fn: Callable[[], None], context: contextvars.Context) -> Task:
         return _ThreadTask(fn, context)
@@ -85,17 +114,16 @@ class _GreenletTask:
 
 class _Gevent:
     name = "gevent"
+    cooperative = True
 
-    def __init__(self) -> None:
-        import gevent
-
-        self._gevent = gevent
+    def event_loop(self) -> EventLoop | None:
+        return EventLoop(gevent.get_hub())
 
     def spawn(self, fn: Callable[[], None], context: contextvars.Context) -> Task:
-        return _GreenletTask(self._gevent.spawn(context.run, fn))
+        return _GreenletTask(gevent.spawn(context.run, fn))
 
     def sleep(self, seconds: float) -> None:
-        self._gevent.sleep(seconds)
+        gevent.sleep(seconds)
 
     def watch_eof(self, sock: Any, callback: Callable[[], None]) -> Callable[[], None] | None:
         try:
@@ -104,7 +132,7 @@ class _Gevent:
             return None
         if fd < 0:
             return None
-        watcher = self._gevent.get_hub().loop.io(fd, 1)  # 1 = EV_READ
+        watcher = gevent.get_hub().loop.io(fd, 1)  # 1 = EV_READ
         watcher.start(_EofCheck(sock, callback, watcher))
         return watcher.close  # type: ignore[no-any-return]  # stops and releases it
 
@@ -128,15 +156,97 @@ class _EofCheck:
             self.callback()
 
 
+class EventLoop:
+    """One gevent hub's loop, as the memory broker and the mailbox need it."""
+
+    __slots__ = ("_loop", "thread_ident")
+
+    def __init__(self, hub: Any) -> None:
+        self._loop = hub.loop
+        self.thread_ident: int = hub.thread_ident
+
+    def in_thread(self) -> bool:
+        """True on the thread this loop runs on (callbacks and timers may be added)."""
+        return _os_thread_ident() == self.thread_ident
+
+    def call_later(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` in the loop after ``delay`` seconds (this loop's thread only)."""
+        timer = self._loop.timer(delay)
+        timer.start(_fire_once, timer, fn, args)
+
+    def call_soon_threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` in the loop soon; callable from any thread (a native thread
+        of a threadpool, a C callback), which wakes the loop."""
+        self._loop.run_callback_threadsafe(fn, *args)
+
+
+def _fire_once(timer: Any, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+    timer.close()
+    fn(*args)
+
+
+# threading.get_ident, patched, names the greenlet; this is the OS thread's.
+_os_thread_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
+
+
+def wake(waiter: Waiter) -> None:
+    """Resume the greenlet blocked in ``wait(waiter)``: scheduled in the hub, as
+    ``Waiter.switch`` must not run from another greenlet directly."""
+    gevent.get_hub().loop.run_callback(waiter.switch, None)
+
+
+def wait(waiter: Waiter, timeout: float | None) -> bool:
+    """Block this greenlet until ``waiter`` is woken; False on timeout."""
+    if timeout is None:
+        waiter.get()
+        return True
+    with Timeout(timeout, False):
+        waiter.get()
+        return True
+    return False
+
+
+def native_lock() -> threading.Lock:
+    """A lock of the OS threads even when ``threading`` is monkey-patched: it serialises
+    native threads (a threadpool publishing) against the hub's thread. Only for short
+    sections that never yield."""
+    allocate: Any = monkey.get_original("_thread", "allocate_lock")
+    return allocate()  # type: ignore[no-any-return]
+
+
 def peer_closed(sock: Any) -> bool | None:
     """Non-blocking check of a client socket: True if the peer closed it, False if it sent
     data, None if there is nothing to read yet."""
     raw = getattr(sock, "_sock", sock)  # gevent's socket wraps the real one
+    if isinstance(raw, ssl.SSLSocket):
+        return _tls_peer_closed(raw)
     try:
         data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except (BlockingIOError, InterruptedError):
         return None
     except OSError:
+        return True
+    except (ValueError, TypeError):  # not a plain socket: cannot tell
+        return None
+    return not data
+
+
+def _tls_peer_closed(raw: ssl.SSLSocket) -> bool | None:
+    """``SSLSocket.recv`` takes no flags: peek at the TCP bytes under TLS on a duplicate of
+    the descriptor instead (a close_notify alert or pipelined bytes count as "sent data")."""
+    if raw.pending():
+        return False
+    try:
+        fd = raw.fileno()
+        if fd < 0:
+            return True
+        if not select.select([fd], [], [], 0)[0]:
+            return None
+        with socket.fromfd(fd, raw.family, raw.type) as dup:
+            data = dup.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except (OSError, ValueError):
         return True
     return not data
 
@@ -148,11 +258,6 @@ _GEVENT: _Gevent | None = None
 def current() -> Concurrency:
     """The primitives that fit the server running this request."""
     global _GEVENT
-    if "gevent" not in sys.modules:
-        return _THREADS
-    import gevent
-    from gevent import monkey
-
     if monkey.is_module_patched("socket") or isinstance(gevent.getcurrent(), gevent.Greenlet):
         if _GEVENT is None:
             _GEVENT = _Gevent()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,17 +11,20 @@ from flask import Flask, Response, current_app, jsonify, request
 from .brokers import Broker, BrokerError, Subscription, create_broker, valid_channel
 from .cli import sse_cli
 from .concurrency import current as current_concurrency
+from .gunicorn import check_server
 from .mailbox import CloseReason, Mailbox, new_mailbox
 from .multichannel import MAX_CHANNELS, MAX_NAMES_LENGTH, Cursor, parse_cursor
 from .registry import StreamRegistry
+from .response import SETTINGS_KEY as DEFAULT_STREAM_SETTINGS_KEY
 from .response import (
-    DEFAULTS,
     StreamSettings,
     last_event_id,
+    refuse_stream,
     registry_for,
+    reserve_stream,
     stream_response,
-    too_many_streams,
 )
+from .settings import Settings, settings_for
 from .tokens import check_token, init_tokens, make_token
 
 __all__ = ["SSE"]
@@ -38,7 +40,11 @@ class SSEState:
     broker: Broker
     registry: StreamRegistry
     authorize: Authorize | None
-    subscriber_queue: int
+    settings: Settings
+
+    @property
+    def subscriber_queue(self) -> int:
+        return self.settings.subscriber_queue
 
 
 def json_error(message: str, status: int, **headers: str) -> Response:
@@ -46,47 +52,6 @@ def json_error(message: str, status: int, **headers: str) -> Response:
     response.status_code = status
     response.headers.update(headers)
     return response
-
-
-def _check_config(config: dict[str, Any]) -> None:
-    def non_negative(key: str, allow_none: bool = True) -> None:
-        value = config[key]
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{key} must be a non-negative number, not {value!r}")
-
-    for key in (
-        "SSE_HEARTBEAT_INTERVAL",
-        "SSE_RETRY_MS",
-        "SSE_MAX_STREAMS",
-        "SSE_MAX_STREAM_SECONDS",
-    ):
-        non_negative(key)
-    for key in ("SSE_HISTORY_SIZE", "SSE_SUBSCRIBER_QUEUE", "SSE_SHUTDOWN_RETRY_MS"):
-        non_negative(key, allow_none=False)
-    if config["SSE_SUBSCRIBER_QUEUE"] < 1:
-        raise ValueError("SSE_SUBSCRIBER_QUEUE must be at least 1")
-    prefix = config["SSE_URL_PREFIX"]
-    if prefix is not None and not (isinstance(prefix, str) and prefix.startswith("/")):
-        raise ValueError(f"SSE_URL_PREFIX must start with '/', not {prefix!r}")
-
-
-def _coerce(config: dict[str, Any]) -> None:
-    """Config read from FLASK_* environment variables arrives as strings or JSON values."""
-    for key in (
-        "SSE_HISTORY_SIZE",
-        "SSE_SUBSCRIBER_QUEUE",
-        "SSE_RETRY_MS",
-        "SSE_MAX_STREAMS",
-        "SSE_SHUTDOWN_RETRY_MS",
-    ):
-        if isinstance(config.get(key), str) and config[key].strip().isdigit():
-            config[key] = int(config[key])
-    for key in ("SSE_HEARTBEAT_INTERVAL", "SSE_MAX_STREAM_SECONDS"):
-        if isinstance(config.get(key), str):
-            with contextlib.suppress(ValueError):  # _check_config reports it
-                config[key] = float(config[key])
 
 
 class SSE:
@@ -103,21 +68,20 @@ class SSE:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        for key, value in DEFAULTS.items():
-            app.config.setdefault(key, value)
-        _coerce(app.config)
-        _check_config(app.config)
+        """Resolve and check the app's config (``ValueError`` naming a bad key), make its
+        broker and mount the channel route."""
+        settings = settings_for(app, reload=True)
+        app.extensions.pop(DEFAULT_STREAM_SETTINGS_KEY, None)  # made from the old config
         init_tokens(app)
-        broker = create_broker(
-            app.config["SSE_BROKER_URL"], history_size=int(app.config["SSE_HISTORY_SIZE"])
-        )
+        broker = create_broker(settings.broker_url, history_size=settings.history_size)
+        check_server(broker)  # warns about memory:// under several gunicorn workers, h2
         app.extensions[EXTENSION_KEY] = SSEState(
             broker=broker,
             registry=registry_for(app),
             authorize=self.authorize,
-            subscriber_queue=int(app.config["SSE_SUBSCRIBER_QUEUE"]),
+            settings=settings,
         )
-        prefix = app.config["SSE_URL_PREFIX"]
+        prefix = settings.url_prefix
         if prefix:
             app.add_url_rule(prefix, endpoint="sse.channel", view_func=channel_view)
         app.cli.add_command(sse_cli)
@@ -173,20 +137,22 @@ def channel_view() -> Response:
         for channel in channels:
             if not state.authorize(channel):
                 return json_error("not allowed to subscribe to this channel", 403)
-    refusal = too_many_streams()
+    # Counted before the subscribe, which may block (Redis): the cap holds however many
+    # requests arrive at once.
+    refusal = reserve_stream()
     if refusal is not None:
         return refusal
     concurrency = current_concurrency()
-    mailbox = new_mailbox(concurrency, state.subscriber_queue)
+    mailbox = new_mailbox(concurrency, state.settings.subscriber_queue)
     subscribe = _subscribe_one if len(channels) == 1 else _subscribe_many
     try:
         prelude, on_close = subscribe(state, channels, mailbox)
     except BrokerError as exc:
-        # A 503 would make EventSource give up for good; a stream that ends at once with a
-        # retry: hint makes it come back (and replay) once the broker is back.
+        # A 503 would make EventSource give up for good: it gets a 200 that ends at once
+        # with a retry: hint, and comes back (and replays) once the broker is back.
         current_app.logger.warning("SSE subscribe to %r failed: %s", channels, exc)
         mailbox.close(CloseReason.BROKER_LOST)
-        return stream_response(mailbox, StreamSettings.default(), concurrency=concurrency)
+        return refuse_stream("the event broker is unavailable, retry later")
     return stream_response(
         mailbox, StreamSettings.default(), prelude=prelude, on_close=on_close,
         concurrency=concurrency,
@@ -217,5 +183,5 @@ def _subscribe_many(state: SSEState, channels: list[str], mailbox: Mailbox) -> S
         for subscription in subscriptions:
             subscription.close()
         raise
-    prelude = cursor.start([(s.channel, s.prelude, s.cursor) for s in subscriptions], positions)
+    prelude = cursor.start([(s.channel, s.prelude, s.position) for s in subscriptions], positions)
     return prelude, tuple(s.close for s in subscriptions)

@@ -5,10 +5,14 @@ out) puts already-encoded ``bytes``; the response takes them, coalescing everyth
 queued into one write. Closing a mailbox (client gone, shutdown, slow consumer) wakes the
 reader at once.
 
-Under gevent a mailbox is a plain list plus at most one waiting reader and one waiting
-producer (``GeventMailbox``): about 200 bytes, where a ``gevent.queue.Queue`` and its three
-deques take 2.6 KiB — per open stream, that is most of the budget. With threads it wraps
-``queue.Queue`` (``ThreadMailbox``).
+Under gevent a mailbox is a plain list plus at most one waiting greenlet (``GeventMailbox``):
+about 200 bytes, where a ``gevent.queue.Queue`` and its three deques take 2.6 KiB — per open
+stream, that is most of the budget. With threads it wraps ``queue.Queue``
+(``ThreadMailbox``).
+
+A closed mailbox refuses every further chunk (memory stays bounded however many deliveries
+follow), and its ``owner`` (the response writing it) hears of the close at once: on an
+overflow it cuts the connection, since its writer is stuck in a write to that client.
 """
 
 from __future__ import annotations
@@ -17,12 +21,9 @@ import contextlib
 import enum
 import queue
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Protocol
 
-from gevent import Timeout, get_hub
-from gevent.hub import Waiter
-
-from .concurrency import Concurrency
+from .concurrency import Concurrency, Waiter, wait, wake
 
 __all__ = ["END", "CloseReason", "Mailbox", "new_mailbox"]
 
@@ -38,17 +39,33 @@ class CloseReason(enum.Enum):
     BROKER_LOST = "broker_lost"  # the broker can no longer feed this stream
 
 
+class Owner(Protocol):
+    def mailbox_closed(self, reason: CloseReason) -> None:
+        """Called once, by the first close (from any producer; must not block)."""
+
+
 class Mailbox(ABC):
     """A bounded queue of encoded chunks with an out-of-band close."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("owner", "reason")
 
     def __init__(self) -> None:
         self.reason: CloseReason | None = None
+        self.owner: Owner | None = None
+
+    def _closing(self, reason: CloseReason) -> bool:
+        """Record the first close (True) and tell the owner; False if already closed."""
+        if self.reason is not None:
+            return False
+        self.reason = reason
+        owner = self.owner
+        if owner is not None:
+            owner.mailbox_closed(reason)
+        return True
 
     @abstractmethod
     def offer(self, chunk: bytes) -> bool:
-        """Put without blocking (fan-out); False if the queue is full."""
+        """Put without blocking (fan-out); False if the queue is full or closed."""
 
     @abstractmethod
     def put(self, chunk: bytes, timeout: float | None = None) -> bool:
@@ -70,75 +87,67 @@ class Mailbox(ABC):
 
 
 def new_mailbox(concurrency: Concurrency, maxsize: int) -> Mailbox:
-    if concurrency.name == "gevent":
+    if concurrency.cooperative:
         return GeventMailbox(maxsize)
     return ThreadMailbox(maxsize)
 
 
 class GeventMailbox(Mailbox):
-    __slots__ = ("_items", "_maxsize", "_producer", "_reader")
+    """One slot, ``_waiter``, serves the reader blocked in ``take()`` and the producer
+    blocked in ``put()``: they never wait at once (the reader waits only while the list is
+    empty, the producer only while it is full), and both treat a wake-up as "look again"."""
+
+    __slots__ = ("_items", "_maxsize", "_waiter")
 
     def __init__(self, maxsize: int) -> None:
         super().__init__()
         self._items: list[bytes] = []
         self._maxsize = maxsize
-        self._reader: Any = None  # the Waiter of a reader blocked in take()
-        self._producer: Any = None  # the Waiter of a producer blocked in put()
+        self._waiter: Any = None  # the Waiter of the one greenlet blocked on this mailbox
 
-    @staticmethod
-    def _wake(waiter: Any) -> None:
-        # Waiter.switch must run in the hub: schedule it, do not switch from here.
-        get_hub().loop.run_callback(waiter.switch, None)
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            wake(waiter)
 
     def offer(self, chunk: bytes) -> bool:
         items = self._items
-        if len(items) >= self._maxsize:
+        if len(items) >= self._maxsize or self.reason is not None:
             return False
         items.append(chunk)
-        reader = self._reader
-        if reader is not None:
-            self._reader = None
-            self._wake(reader)
+        self._wake()  # a waiting reader (no producer waits while there is room)
         return True
 
     def put(self, chunk: bytes, timeout: float | None = None) -> bool:
         while self.reason is None:
             if self.offer(chunk):
                 return True
-            waiter = self._producer = Waiter()
-            if not _wait(waiter, timeout):
-                if self._producer is waiter:
-                    self._producer = None
+            waiter = self._waiter = Waiter()
+            if not wait(waiter, timeout):
+                if self._waiter is waiter:
+                    self._waiter = None
                 return False
         return False
 
     def close(self, reason: CloseReason) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self._items.append(END)  # past the bound on purpose: a close always gets through
-        reader, producer = self._reader, self._producer
-        self._reader = self._producer = None
-        if reader is not None:
-            self._wake(reader)
-        if producer is not None:
-            self._wake(producer)
+        if self._closing(reason):
+            self._items.append(END)  # past the bound on purpose: a close always gets through
+        self._wake()
 
     def take(self, timeout: float | None) -> list[bytes] | None:
         if not self._items:
             if timeout == 0:
                 return None
-            waiter = self._reader = Waiter()
-            if not _wait(waiter, timeout):
-                if self._reader is waiter:
-                    self._reader = None
+            waiter = self._waiter = Waiter()
+            if not wait(waiter, timeout):
+                if self._waiter is waiter:
+                    self._waiter = None
                 return None
             if not self._items:
                 return None  # woken with nothing to take (drained meanwhile)
         chunks, self._items = self._items, []
-        producer = self._producer
-        if producer is not None:  # there is room again
-            self._producer = None
-            self._wake(producer)
+        self._wake()  # a producer waiting for room
         if END in chunks:
             del chunks[chunks.index(END) + 1 :]
         return chunks
@@ -146,17 +155,6 @@ class GeventMailbox(Mailbox):
     def drain(self) -> list[bytes]:
         chunks, self._items = self._items, []
         return [c for c in chunks if c]
-
-
-def _wait(waiter: Any, timeout: float | None) -> bool:
-    """Block this greenlet until ``waiter`` is switched to; False on timeout."""
-    if timeout is None:
-        waiter.get()
-        return True
-    with Timeout(timeout, False):
-        waiter.get()
-        return True
-    return False
 
 
 class ThreadMailbox(Mailbox):
@@ -169,6 +167,8 @@ class ThreadMailbox(Mailbox):
         self._full = queue.Full
 
     def offer(self, chunk: bytes) -> bool:
+        if self.reason is not None:
+            return False
         try:
             self._queue.put_nowait(chunk)
         except self._full:
@@ -187,10 +187,9 @@ class ThreadMailbox(Mailbox):
     def close(self, reason: CloseReason) -> None:
         """A reader that is not waiting (the queue is full, so it is busy writing) sees
         ``reason`` before its next wait."""
-        if self.reason is None:
-            self.reason = reason
-        with contextlib.suppress(self._full):
-            self._queue.put_nowait(END)
+        if self._closing(reason):
+            with contextlib.suppress(self._full):
+                self._queue.put_nowait(END)
 
     def take(self, timeout: float | None) -> list[bytes] | None:
         queue = self._queue

@@ -9,8 +9,9 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol
 
-from .concurrency import Concurrency
+from .concurrency import Concurrency, native_lock
 from .concurrency import current as current_concurrency
+from .gunicorn import attach_to_server
 from .mailbox import CloseReason
 
 __all__ = ["StreamRegistry", "close_all_streams"]
@@ -31,15 +32,35 @@ class StreamRegistry:
 
     def __init__(self) -> None:
         self._streams: set[Closable] = set()
+        self._reserved = 0  # places held by requests whose stream is not made yet
+        self._lock = native_lock()  # reserve() is check-then-add (threads)
         self._on_shutdown: list[Callable[[], None]] = []
         self._tick = 1.0
         self._ticking = False
         _REGISTRIES.add(self)
 
     def __len__(self) -> int:
-        return len(self._streams)
+        """Open streams, counting the places held for streams being set up."""
+        return len(self._streams) + self._reserved
 
-    def add(self, stream: Closable) -> None:
+    def reserve(self, limit: int) -> bool:
+        """Hold a place for a stream about to be made, if fewer than ``limit`` are open or
+        held: the cap counts a stream before its setup can block (e.g. on a broker)."""
+        with self._lock:
+            if len(self._streams) + self._reserved >= limit:
+                return False
+            self._reserved += 1
+            return True
+
+    def unreserve(self) -> None:
+        with self._lock:
+            self._reserved = max(0, self._reserved - 1)
+
+    def add(self, stream: Closable, *, reserved: bool = False) -> None:
+        """Register an open stream (taking over a place held by :meth:`reserve`)."""
+        attach_to_server()  # the first stream hooks the server's shutdown (gunicorn.py)
+        if reserved:
+            self.unreserve()
         self._streams.add(stream)
         if stream.tick_interval is not None:
             self._tick = min(self._tick, stream.tick_interval)

@@ -14,23 +14,36 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import logging
 import random
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, after_this_request, current_app, got_request_exception, jsonify, request
 from flask.globals import request_ctx
 
 from . import concurrency as _concurrency
 from .event import encode_comment, encode_retry, to_bytes
 from .mailbox import END, CloseReason, Mailbox, new_mailbox
 from .registry import StreamRegistry
+from .settings import DEFAULTS, settings_for
 
-__all__ = ["StreamBody", "StreamSettings", "last_event_id", "sse_stream", "stream_response"]
+__all__ = [
+    "DEFAULTS",  # moved to settings.py; kept importable from here
+    "StreamBody",
+    "StreamSettings",
+    "last_event_id",
+    "refuse_stream",
+    "reserve_stream",
+    "sse_stream",
+    "stream_response",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("flask_sse_stream")
 
 HEARTBEAT = encode_comment("ping")
 OPENING = encode_comment("ok")
@@ -38,18 +51,8 @@ GENERATOR_QUEUE = 32  # chunks a generator may run ahead of a slow client
 STOP_TIMEOUT = 5.0  # seconds to wait for a generator's finally: when its client left
 REGISTRY_KEY = "flask_sse_stream.streams"
 SETTINGS_KEY = "flask_sse_stream.default_settings"
-
-DEFAULTS: dict[str, Any] = {
-    "SSE_HEARTBEAT_INTERVAL": 15.0,
-    "SSE_RETRY_MS": None,
-    "SSE_BROKER_URL": "memory://",
-    "SSE_HISTORY_SIZE": 1000,
-    "SSE_URL_PREFIX": "/stream",
-    "SSE_SUBSCRIBER_QUEUE": 256,
-    "SSE_MAX_STREAMS": None,
-    "SSE_MAX_STREAM_SECONDS": None,
-    "SSE_SHUTDOWN_RETRY_MS": 1000,
-}
+SLOT_KEY = "flask_sse_stream.slot"  # environ: the registry holding this request's slot
+BODY_KEY = "flask_sse_stream.body"  # environ: the stream this request made
 
 _UNSET: Any = object()
 _NO_HEADERS: dict[str, str] = {}  # shared, never mutated
@@ -76,7 +79,14 @@ class StreamSettings:
     """Per-response settings, resolved from arguments and the app's config once.
     ``StreamSettings.default()`` is the shared instance for responses without overrides."""
 
-    __slots__ = ("headers", "heartbeat", "max_seconds", "retry", "shutdown_retry")
+    __slots__ = (
+        "headers",
+        "heartbeat",
+        "max_seconds",
+        "retry",
+        "shutdown_retry",
+        "write_timeout",
+    )
 
     def __init__(
         self,
@@ -84,18 +94,14 @@ class StreamSettings:
         retry: int | None = _UNSET,
         headers: dict[str, str] | None = None,
     ) -> None:
-        config = current_app.config
-
-        def conf(key: str) -> Any:
-            return config.get(key, DEFAULTS[key])
-
-        beat = conf("SSE_HEARTBEAT_INTERVAL") if heartbeat is _UNSET else heartbeat
+        config = settings_for(current_app)
+        beat = config.heartbeat_interval if heartbeat is _UNSET else heartbeat
         self.heartbeat: float | None = float(beat) if beat else None
-        self.retry: int | None = conf("SSE_RETRY_MS") if retry is _UNSET else retry
+        self.retry: int | None = config.retry_ms if retry is _UNSET else retry
         self.headers = headers or _NO_HEADERS
-        max_seconds = conf("SSE_MAX_STREAM_SECONDS")
-        self.max_seconds: float | None = float(max_seconds) if max_seconds else None
-        self.shutdown_retry: int = int(conf("SSE_SHUTDOWN_RETRY_MS"))
+        self.max_seconds: float | None = config.max_stream_seconds
+        self.shutdown_retry: int = config.shutdown_retry_ms
+        self.write_timeout: float | None = config.write_timeout
 
     @classmethod
     def default(cls) -> StreamSettings:
@@ -108,15 +114,83 @@ class StreamSettings:
         return settings
 
 
-def too_many_streams() -> Response | None:
-    """A 503 (with ``Retry-After``) if this process already holds ``SSE_MAX_STREAMS``."""
-    limit = current_app.config.get("SSE_MAX_STREAMS")
-    if limit is None or len(registry_for(current_app)) < int(limit):
-        return None
-    response = jsonify(error="too many open streams on this server, retry later")
-    response.status_code = 503
-    response.headers["Retry-After"] = str(random.randint(1, 5))
+def _wants_event_stream() -> bool:
+    """A GET that names ``text/event-stream`` in Accept (``EventSource`` and the fetch
+    clients do): it must get a 200, as any other status ends ``EventSource`` for good."""
+    if request.method != "GET":
+        return False
+    return any(
+        value.lower() == "text/event-stream" and quality > 0
+        for value, quality in request.accept_mimetypes
+    )
+
+
+def refuse_stream(message: str, *, status: int = 503) -> Response:
+    """Turn a client away so that it comes back later: a GET that accepts
+    ``text/event-stream`` gets 200 with a jittered ``retry:`` line and an immediate end
+    (``EventSource`` then reconnects); anything else gets JSON ``{"error"}`` with
+    ``status`` and a jittered ``Retry-After``."""
+    seconds = random.uniform(1.0, 5.0)
+    if _wants_event_stream():
+        response = Response(encode_retry(int(seconds * 1000)), mimetype="text/event-stream")
+        response.headers["Cache-Control"] = "no-cache, no-store, no-transform"
+        response.headers["X-Accel-Buffering"] = "no"
+        return response
+    response = jsonify(error=message)
+    response.status_code = status
+    response.headers["Retry-After"] = str(max(1, round(seconds)))
     return response
+
+
+def reserve_stream() -> Response | None:
+    """Hold a place under ``SSE_MAX_STREAMS`` for this request's stream, before anything
+    that may block (a broker subscribe): returns the refusal if the process is full, else
+    None. The stream made by :func:`stream_response` takes the place over; if the request
+    ends without one (a 4xx, an exception), the place is given back."""
+    limit = settings_for(current_app).max_streams
+    if limit is None:
+        return None
+    environ = request.environ
+    if SLOT_KEY in environ:
+        return None  # already holding one
+    registry = registry_for(current_app)
+    if not registry.reserve(limit):
+        return refuse_stream("too many open streams on this server, retry later")
+    environ[SLOT_KEY] = registry
+
+    def give_back(response: Response) -> Response:
+        release_stream_slot(environ)
+        return response
+
+    after_this_request(give_back)
+    return None
+
+
+def release_stream_slot(environ: dict[str, Any]) -> None:
+    """Give back this request's unused place (no-op once its stream took it over)."""
+    registry = environ.pop(SLOT_KEY, None)
+    if registry is not None:
+        registry.unreserve()
+
+
+too_many_streams = reserve_stream  # the first release's name, used by the chat routes
+
+
+def _orphaned(sender: Any, exception: BaseException, **extra: Any) -> None:
+    """The request failed after its stream was made (an ``after_request`` handler raised):
+    the server will never get, so never close, that stream. Close it here, so no
+    registry entry, producer or pushed context is left behind."""
+    try:
+        environ = request.environ
+    except RuntimeError:  # pragma: no cover - the signal is sent inside the request
+        return
+    release_stream_slot(environ)
+    body = environ.pop(BODY_KEY, None)
+    if body is not None:
+        body.close()
+
+
+got_request_exception.connect(_orphaned, weak=False)
 
 
 def _client_socket(environ: dict[str, Any]) -> Any:
@@ -152,10 +226,10 @@ class StreamBody:
         "_last_write",
         "_on_close",
         "_pending",
-        "_poll_sock",
         "_registry",
         "_settings",
         "_sock",
+        "_writing",
         "mailbox",
         "tick_interval",
     )
@@ -170,6 +244,7 @@ class StreamBody:
         on_close: Iterable[Callable[[], None]] = (),
         sock: Any = None,
         concurrency: _concurrency.Concurrency | None = None,
+        reserved: bool = False,
     ) -> None:
         self.mailbox = mailbox
         self._settings = settings
@@ -184,24 +259,34 @@ class StreamBody:
             # jitter spreads the reconnects of streams that were opened together
             self._deadline = time.monotonic() + settings.max_seconds * random.uniform(0.85, 1.0)
         self._cancel_watch: Callable[[], None] | None = None
-        self._poll_sock: Any = None
         self._sock = sock
         conc = concurrency or _concurrency.current()
-        # Under gevent the registry's one timer sends heartbeats and ends expired streams
-        # (tick); with threads each wait has its own timeout.
+        # Under gevent the registry's one timer sends heartbeats, ends expired streams and
+        # cuts writes that stay stuck (tick); with threads each wait has its own timeout.
         self.tick_interval: float | None = None
-        if conc.name == "gevent" and (settings.heartbeat or self._deadline is not None):
-            self.tick_interval = max(0.05, min(1.0, (settings.heartbeat or 4.0) / 4))
-        self._last_write = time.monotonic()
+        write_timeout = settings.write_timeout if sock is not None else None
+        if conc.cooperative and (settings.heartbeat or self._deadline or write_timeout):
+            self.tick_interval = max(
+                0.05, min(1.0, (settings.heartbeat or 4.0) / 4, (write_timeout or 4.0) / 4)
+            )
+        self._last_write = time.monotonic()  # when the last chunk was handed to the server
+        self._writing = False  # True from handing a chunk over until the server asks again
         if sock is not None:
             _tune_socket(sock, settings.heartbeat)
+            # None: no event loop to watch it, so __next__ checks it at each heartbeat
             self._cancel_watch = conc.watch_eof(sock, self._peer_left)
-            if self._cancel_watch is None:
-                self._poll_sock = sock  # no event loop to watch it: check at each heartbeat
-        registry.add(self)
+        mailbox.owner = self
+        registry.add(self, reserved=reserved)
 
     def tick(self, now: float) -> None:
-        """Called by the registry's timer: a heartbeat when idle, an end when expired."""
+        """Called by the registry's timer: a heartbeat when idle, an end when expired, a
+        cut when the server has been stuck writing one chunk for ``SSE_WRITE_TIMEOUT``
+        (the peer stopped reading: its window is zero)."""
+        if self._writing:
+            timeout = self._settings.write_timeout
+            if timeout is not None and now - self._last_write >= timeout:
+                self._cut()
+            return  # a heartbeat would only queue behind the stuck write
         if self._deadline is not None and now >= self._deadline:
             self.mailbox.close(CloseReason.EXPIRED)
             return
@@ -213,6 +298,22 @@ class StreamBody:
     def _peer_left(self) -> None:
         self.mailbox.close(CloseReason.DISCONNECTED)
 
+    def mailbox_closed(self, reason: CloseReason) -> None:
+        """The mailbox's first close. On an overflow the writer is stuck in a write to a
+        client that does not read: cut the connection now so the write fails at once,
+        rather than when the kernel gives up on the peer (``TCP_USER_TIMEOUT``)."""
+        if reason is CloseReason.OVERFLOW and self._writing:
+            self._cut()
+
+    def _cut(self) -> None:
+        """Shut the socket down: a write blocked on it fails, the server ends the response
+        and closes this body (which unsubscribes)."""
+        self.mailbox.close(CloseReason.DISCONNECTED)
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def shut(self, reason: CloseReason) -> None:
         """End the stream from outside (shutdown, lifetime, overflow)."""
         self.mailbox.close(reason)
@@ -221,8 +322,10 @@ class StreamBody:
         return self
 
     def __next__(self) -> bytes:
+        self._writing = False
         if self._pending is not None:
             chunk, self._pending = self._pending, None
+            self._writing = True
             return chunk
         mailbox = self.mailbox
         heartbeat = self._settings.heartbeat
@@ -243,15 +346,23 @@ class StreamBody:
                     timeout = remaining if timeout is None else min(timeout, remaining)
                 chunks = mailbox.take(timeout)
                 if chunks is None:
-                    if self._poll_sock is not None and _concurrency.peer_closed(self._poll_sock):
+                    sock = self._sock
+                    if (
+                        self._cancel_watch is None
+                        and sock is not None
+                        and _concurrency.peer_closed(sock)
+                    ):
                         return self._finish(CloseReason.DISCONNECTED, [])
                     if heartbeat is not None and timeout == heartbeat:
+                        self._last_write = time.monotonic()
+                        self._writing = True
                         return HEARTBEAT
                     continue  # woken by the lifetime deadline: the loop's top ends it
             if chunks[-1] is END:
                 chunks.pop()
                 return self._finish(mailbox.reason or CloseReason.FINISHED, chunks)
             self._last_write = time.monotonic()
+            self._writing = True
             return b"".join(chunks) if len(chunks) > 1 else chunks[0]
         raise StopIteration
 
@@ -263,8 +374,15 @@ class StreamBody:
             chunks.append(encode_retry(retry_ms))
         elif reason is CloseReason.DISCONNECTED:
             chunks = []
+        elif reason is CloseReason.OVERFLOW:
+            # The client reads too slowly to take what is queued: writing it (or even the
+            # response's last chunk) would block on it. Cut it; it reconnects and replays.
+            self._cut()
+            raise StopIteration
         if not chunks:
             raise StopIteration
+        self._last_write = time.monotonic()
+        self._writing = True
         return b"".join(chunks)
 
     def close(self) -> None:
@@ -273,6 +391,7 @@ class StreamBody:
             return
         self._closed = True
         self._finished = True
+        self._writing = False
         if self._cancel_watch is not None:
             self._cancel_watch()
         if self.mailbox.reason in _RECONNECT and self._sock is not None:
@@ -288,7 +407,8 @@ class StreamBody:
             try:
                 callback()
             except Exception:  # one failing cleanup must not skip the others
-                current_app.logger.exception("error while closing an SSE stream")
+                # the server may close a stream outside any app context: no current_app
+                log.exception("error while closing an SSE stream")
 
 
 def stream_response(
@@ -299,16 +419,24 @@ def stream_response(
     on_close: Iterable[Callable[[], None]] = (),
     concurrency: _concurrency.Concurrency | None = None,
 ) -> Response:
-    """A streaming response that writes what arrives in ``mailbox``."""
+    """A streaming response that writes what arrives in ``mailbox``. It takes over the
+    place :func:`reserve_stream` held for this request, if any."""
+    environ = request.environ
+    registry = registry_for(current_app)
+    reserved = environ.get(SLOT_KEY) is registry
+    if reserved:
+        del environ[SLOT_KEY]
     body = StreamBody(
         mailbox,
         settings,
-        registry_for(current_app),
+        registry,
         prelude=prelude,
         on_close=on_close,
-        sock=_client_socket(request.environ),
+        sock=_client_socket(environ),
         concurrency=concurrency,
+        reserved=reserved,
     )
+    environ[BODY_KEY] = body
     response = Response(body, status=200, mimetype="text/event-stream")
     response.direct_passthrough = True
     headers = response.headers
@@ -394,12 +522,12 @@ def sse_stream(
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            refusal = too_many_streams()
+            refusal = reserve_stream()
             if refusal is not None:
                 return refusal
             rv = fn(*args, **kwargs)
             if not _is_stream(rv):
-                return rv
+                return rv  # an ordinary response: the held place is given back after it
             settings = (
                 StreamSettings.default()
                 if heartbeat is _UNSET and retry is _UNSET and not headers

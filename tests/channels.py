@@ -12,11 +12,12 @@ from tests.servers import Server
 from tests.sse_parser import ParsedEvent, parse
 
 
-def publish(server: Server, data: Any = None, channel: str = "sse", **extra: Any) -> dict:
+def publish(server: Server, data: Any = None, channel: str = "sse", **extra: Any) -> dict[str, Any]:
     response = httpx.post(server.url + "/publish", json={"data": data, "channel": channel,
                                                          **extra}, timeout=30)
     assert response.status_code == 200, response.text
-    return response.json()
+    body: dict[str, Any] = response.json()
+    return body
 
 
 class Subscriber:

@@ -9,6 +9,23 @@ from tests.servers import Server, gunicorn_server, redis_server
 
 os.environ.setdefault("FLASK_TICKER_INTERVAL", "0")  # keep the example app's ticker quiet
 
+# Fixtures that start a server process: a test using one belongs to the slow tier.
+SERVER_FIXTURES = frozenset({"core_server", "redis"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep `pytest -m "not slow"` free of servers: a test that uses a server fixture
+    without the ``slow`` marker is a collection error, not a slow inner loop."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests using a server fixture must be marked slow: " + ", ".join(unmarked))
+
 
 @pytest.fixture(scope="module")
 def core_server() -> Iterator[Server]:

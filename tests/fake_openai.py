@@ -33,6 +33,9 @@ talking to the chat blueprint):
 ``slow``
     like ``ok`` with ``slow_pieces`` pieces (default 400) at least 0.05 s apart: a stream
     long enough to cancel.
+``length``, ``content_filter``
+    like ``ok``, but the last chunk's ``finish_reason`` is ``"length"`` (the reply was
+    cut at the token limit) or ``"content_filter"``.
 ``error_midstream``
     ``fail_after`` pieces, then ``data: {"error": {"message": ..., "type": "server_error"}}``
     and ``[DONE]`` (what vLLM and OpenAI send when generation fails after the 200).
@@ -80,6 +83,8 @@ DEFAULT_PIECES = ["Hello", " from", " the", " fake", " OpenAI", " server", " —
 MODES = (
     "ok",
     "slow",
+    "length",
+    "content_filter",
     "error_midstream",
     "drop",
     "drop_eof",
@@ -422,7 +427,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
 
-        self._send_event(self._chunk(stream_id, model, {}, finish="stop"))
+        finish = mode if mode in ("length", "content_filter") else "stop"
+        self._send_event(self._chunk(stream_id, model, {}, finish=finish))
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
             usage_chunk = self._chunk(stream_id, model, {})

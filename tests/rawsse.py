@@ -83,7 +83,6 @@ def open_stream(
     http10: bool = False,
 ) -> RawResponse:
     parts = urlsplit(url)
-    sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     lines = [
         f"{method} {path} HTTP/1.{0 if http10 else 1}",
@@ -94,13 +93,24 @@ def open_stream(
         lines.append(f"{name}: {value}")
     if body:
         lines.append(f"Content-Length: {len(body)}")
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-    buffer = bytearray()
-    while b"\r\n\r\n" not in buffer:
-        data = sock.recv(65536)
-        if not data:
-            raise EOFError(f"closed before the response head: {bytes(buffer)!r}")
-        buffer += data
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return open_raw(parts.hostname or "127.0.0.1", parts.port or 80, request, timeout)
+
+
+def open_raw(host: str, port: int, request: bytes, timeout: float = 10.0) -> RawResponse:
+    """Send ``request`` byte for byte (any header bytes, any target) and read the head."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.sendall(request)
+        buffer = bytearray()
+        while b"\r\n\r\n" not in buffer:
+            data = sock.recv(65536)
+            if not data:
+                raise EOFError(f"closed before the response head: {bytes(buffer)!r}")
+            buffer += data
+    except BaseException:
+        sock.close()
+        raise
     head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers_out: dict[str, str] = {}

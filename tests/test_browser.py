@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from tests import browser
 from tests.browser import SCREENSHOT, SERVER_ENV, full_reply, read_stream
 from tests.servers import Server, gunicorn_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 # The fixtures of tests/browser.py, made visible to pytest in this module.
 playwright_instance = browser.playwright_instance
@@ -342,11 +343,11 @@ RUN_SOURCE = """async ({ closeOnClose }) => {
 }"""
 
 
-def scripted_stream(page, responses):
+def scripted_stream(page: Any, responses: list[tuple[int, Any]]) -> list[tuple[Any, ...]]:
     """Answer /scripted-stream with ``responses`` in turn; return the requests seen."""
-    requests = []
+    requests: list[tuple[Any, ...]] = []
 
-    def handle(route):
+    def handle(route: Any) -> None:
         request = route.request
         requests.append((request.method, request.headers, request.post_data))
         status, body = responses[len(requests) - 1]

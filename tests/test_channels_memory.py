@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.channels import Subscriber, publish
 from tests.servers import Server, gunicorn_server
+
+pytestmark = pytest.mark.slow
 
 
 def test_live_events_reach_every_subscriber_in_order(core_server: Server) -> None:
@@ -75,7 +79,7 @@ def test_stats_count_streams_and_subscribers(core_server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def small_server() -> Server:
+def small_server() -> Iterator[Server]:
     with gunicorn_server("tests.apps.core_app:create_app()",
                          env={"TEST_HISTORY": "5", "TEST_QUEUE": "16"}) as server:
         yield server
@@ -91,8 +95,9 @@ def test_id_older_than_history_gets_reset_then_what_remains(small_server: Server
 
 
 def test_slow_consumer_is_cut_off_without_growing_memory(small_server: Server) -> None:
-    def stats() -> dict:
-        return httpx.get(small_server.url + "/stats").json()
+    def stats() -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(small_server.url + "/stats").json()
+        return body
 
     rss_before = stats()["rss"]
     slow = Subscriber(small_server, "flood", timeout=30)

@@ -11,6 +11,8 @@ import pytest
 from tests.channels import Subscriber, publish
 from tests.servers import Server, gunicorn_server, redis_server
 
+pytestmark = pytest.mark.slow
+
 
 def redis_command(port: int, *args: str) -> bytes:
     """A minimal RESP client, so the test does not trust the library's own redis usage."""

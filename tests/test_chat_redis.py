@@ -13,6 +13,8 @@ from tests.rawsse import open_stream
 from tests.servers import Server, gunicorn_server
 from tests.sse_parser import parse
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def pair(redis: Server) -> Iterator[tuple[Server, Server]]:

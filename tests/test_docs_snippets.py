@@ -100,7 +100,7 @@ def check_testing(ns: dict[str, Any]) -> None:
 
 def check_chat(ns: dict[str, Any]) -> None:
     rules = {rule.rule for rule in ns["app"].url_map.iter_rules()}
-    assert {"/chat/stream", "/chat/stream/<stream_id>"} <= rules
+    assert {"/chat/stream", "/chat/stream/<sse_any:stream_id>"} <= rules
 
 
 def check_countdown(ns: dict[str, Any]) -> None:
@@ -144,7 +144,28 @@ def check_tokens(ns: dict[str, Any]) -> None:
     response.close()
 
 
+def check_ai_sdk(ns: dict[str, Any]) -> None:
+    rules = {rule.rule for rule in ns["app"].url_map.iter_rules()}
+    assert {"/api/chat/<chat_id>/stream"} <= rules
+    assert rules & {"/api/chat", "/api/chat/"}
+
+
+def check_cors(ns: dict[str, Any]) -> None:
+    preflight = ns["app"].test_client().options(
+        "/api/chat", headers={"Origin": "https://app.example.com",
+                              "Access-Control-Request-Method": "POST"})
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+
+
+def check_openai(ns: dict[str, Any]) -> None:
+    client = ns["app"].test_client()
+    assert client.get("/v1/models").json["data"][0]["id"] == "my-model"
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "ai_sdk": check_ai_sdk,
+    "cors": check_cors,
+    "openai": check_openai,
     "quickstart": check_quickstart,
     "testing": check_testing,
     "chat": check_chat,

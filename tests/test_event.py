@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 
 from flask_sse_stream import Event
 from flask_sse_stream.event import encode_comment, encode_retry, to_bytes
-from tests.sse_parser import parse
+from tests.sse_parser import ParsedEvent, parse
 
 OPENING = b": ok\n"  # how every stream starts, so a payload is never at the stream's start
 
 
-def roundtrip(*events: Event) -> list:
+def roundtrip(*events: Event) -> list[ParsedEvent]:
     return parse(OPENING + b"".join(e.encode() for e in events)).events
 
 

@@ -69,5 +69,22 @@ def test_publish_validates_before_sending() -> None:
             sse.publish("x", channel="bad name")
         with pytest.raises(ValueError, match="line break"):
             sse.publish("x", event="a\nb")
-    with pytest.raises(RuntimeError):
+    # the library's own error for an app it was not set up on
+    with make_app().app_context(), pytest.raises(RuntimeError, match="SSE is not set up"):
+        sse.publish("to an app without SSE")
+    with make_app().app_context(), pytest.raises(RuntimeError, match="SSE is not set up"):
+        sse.stats()
+    # outside any app context it is Flask's error, and nothing was published meanwhile
+    with pytest.raises(RuntimeError, match="application context"):
         sse.publish("outside any app context")
+
+
+def test_a_refused_publish_takes_no_id() -> None:
+    app = make_app()
+    sse = SSE(app)
+    with app.app_context():
+        with pytest.raises(ValueError, match="line break"):
+            sse.publish("x", channel="c", event="a\nb")
+        with pytest.raises(ValueError, match="retry"):
+            sse.publish("x", channel="c", retry=-1)
+        assert sse.publish("x", channel="c").endswith("-1")  # the channel's first event

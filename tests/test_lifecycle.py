@@ -8,17 +8,22 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from tests.channels import Subscriber, publish
 from tests.rawsse import open_stream
 from tests.servers import Server, gunicorn_server
 
+pytestmark = pytest.mark.slow
 
-def stats(server: Server) -> dict:
-    return httpx.get(server.url + "/stats", timeout=10).json()
+
+def stats(server: Server) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(server.url + "/stats", timeout=10).json()
+    return body
 
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool:
@@ -28,7 +33,7 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool:
         if predicate():
             return True
         time.sleep(interval)
-    return predicate()
+    return bool(predicate())
 
 
 def connect_and_drop(url_path: str, port: int) -> None:

@@ -15,13 +15,10 @@ from tests.servers import gunicorn_server
 
 NODE_DIR = Path(__file__).parent / "node"
 
-pytestmark = [
-    pytest.mark.skipif(
-        shutil.which("node") is None or not (NODE_DIR / "node_modules").is_dir(),
-        reason="node or the npm packages are missing (scripts/test installs them)",
-    ),
-    pytest.mark.slow,
-]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    shutil.which("node") is None or not (NODE_DIR / "node_modules").is_dir(),
+    reason="node or the npm packages are missing (scripts/test installs them)",
+)]
 
 
 def test_npm_clients_consume_get_and_post_streams() -> None:

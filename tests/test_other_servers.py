@@ -15,6 +15,8 @@ from httpx_sse import connect_sse
 from tests.rawsse import open_stream
 from tests.servers import ROOT, Server, free_port, stop_process, wait_for_port
 
+pytestmark = pytest.mark.slow
+
 
 @contextmanager
 def serve(kind: str) -> Iterator[Server]:

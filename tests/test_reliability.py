@@ -10,8 +10,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.channels import Subscriber, publish
 from tests.servers import Server, gunicorn_server
+
+pytestmark = pytest.mark.slow
 
 CLIENTS = int(os.environ.get("DEPLOY_CLIENTS", "100"))  # 500 for the reliability table
 TOTAL = 150

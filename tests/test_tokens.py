@@ -128,7 +128,7 @@ def test_bad_arguments(app_sse) -> None:
             with pytest.raises(ValueError):
                 sse.subscribe_token(channels, expires_in=expires)
         # a single name is one channel, not a list of characters
-        token = sse.subscribe_token("news")  # type: ignore[arg-type]
+        token = sse.subscribe_token("news")
     assert app.test_client().get(f"/stream?channel=n&token={token}").status_code == 403
 
 

@@ -173,6 +173,10 @@ def check_chat_client(rec: dict[str, Any], out: Counter[str], examples: list[str
             else:
                 out["replies_told_error"] += 1
                 errors[f"{reason}: {error}"] += 1
+        elif end[0] == "204" and rec["kind"] == "AiSdkClient":
+            # the AI SDK protocol offers only an active reply again: one that finished
+            # while the client was away answers 204 (the app's own storage has the rest)
+            out["ai_sdk_finished_while_away"] += 1
         elif end[0] == "204":
             out["silent_loss"] += 1
             examples.append(f"client {rec['cid']}: 204 on resume before the close event")

@@ -55,7 +55,8 @@ class Connection:
 
     @classmethod
     async def open(
-        cls, port: int, method: str, path: str, headers: dict[str, str], body: bytes = b""
+        cls, port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"",
+        head_timeout: float = CONNECT_TIMEOUT + 5,
     ) -> Connection:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
@@ -73,7 +74,7 @@ class Connection:
         if body:
             lines.append(f"Content-Length: {len(body)}")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-        status_line = await asyncio.wait_for(reader.readline(), CONNECT_TIMEOUT + 5)
+        status_line = await asyncio.wait_for(reader.readline(), head_timeout)
         if not status_line:
             raise HTTPError("no response")
         conn.status = int(status_line.split()[1])

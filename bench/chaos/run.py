@@ -114,7 +114,8 @@ class Run:
         status = "uncertain"  # the request may have reached Redis before it failed
         try:
             conn = await Connection.open(self.rng.choice(self.ports()), "POST", "/chaos/publish",
-                                         {"Content-Type": "application/json"}, body.encode())
+                                         {"Content-Type": "application/json"}, body.encode(),
+                                         head_timeout=60)
             reply = json.loads(await asyncio.wait_for(conn.body(), 30))
             ids = reply.get("ids", [])
             status = "ok" if conn.status == 200 else "failed_after"

@@ -7,18 +7,47 @@ from urllib.parse import urlsplit
 
 from .base import Broker, BrokerError, Subscription, valid_channel
 
-__all__ = ["Broker", "BrokerError", "Subscription", "create_broker", "valid_channel"]
+__all__ = [
+    "Broker",
+    "BrokerError",
+    "Subscription",
+    "broker_kind",
+    "create_broker",
+    "normalize_url",
+    "valid_channel",
+]
+
+_KINDS = {"memory": "memory", "redis": "redis", "rediss": "redis", "unix": "redis"}
+
+
+def broker_kind(url: str) -> str:
+    """``"memory"`` or ``"redis"`` for ``url`` (the scheme, case-insensitively): the one
+    choice that picks the store of channels and of chat generations alike. Raises
+    ``ValueError`` naming ``SSE_BROKER_URL`` for anything else."""
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except (ValueError, AttributeError):
+        scheme = ""
+    kind = _KINDS.get(scheme)
+    if kind is None:
+        raise ValueError(f"SSE_BROKER_URL: unsupported scheme in {url!r} (memory:// or redis://)")
+    return kind
+
+
+def normalize_url(url: str) -> str:
+    """``url`` with its scheme in lower case (``REDIS://h`` -> ``redis://h``): the redis
+    client accepts only lower-case schemes."""
+    scheme, sep, rest = url.partition("://")
+    return scheme.lower() + sep + rest if sep else url
 
 
 def create_broker(url: str, *, history_size: int = 1000, **options: Any) -> Broker:
     """Make the broker named by ``url``; raises ``ValueError`` at startup for a bad URL."""
-    scheme = urlsplit(url).scheme
-    if scheme == "memory":
+    url = normalize_url(url)
+    if broker_kind(url) == "memory":
         from .memory import MemoryBroker
 
         return MemoryBroker(history_size=history_size)
-    if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisBroker  # imports the optional redis package
+    from .redis import RedisBroker  # imports the optional redis package
 
-        return RedisBroker(url, history_size=history_size, **options)
-    raise ValueError(f"SSE_BROKER_URL: unsupported scheme in {url!r} (memory:// or redis://)")
+    return RedisBroker(url, history_size=history_size, **options)

@@ -11,9 +11,25 @@ from typing import Any
 from ..event import Event
 from ..mailbox import CloseReason, Mailbox
 
-__all__ = ["Broker", "BrokerError", "Subscription", "reset_event", "valid_channel"]
+__all__ = [
+    "Broker",
+    "BrokerError",
+    "Subscription",
+    "parse_decimal",
+    "reset_event",
+    "valid_channel",
+]
 
 _CHANNEL = re.compile(r"[A-Za-z0-9_\-.:]{1,128}")
+
+
+def parse_decimal(text: str, max_digits: int) -> int | None:
+    """``text`` as a non-negative int if it is 1 to ``max_digits`` ASCII digits, else None.
+    (``str.isdigit`` alone accepts "²", Arabic-Indic and fullwidth digits, which ``int``
+    then rejects or reads: ids from a header must be plain ASCII.)"""
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 def valid_channel(name: str) -> bool:
@@ -33,12 +49,12 @@ def reset_event(last_event_id: str, why: str) -> bytes:
 
 class Subscription:
     """One stream's place in a channel. ``prelude`` holds what it must send before live
-    events (a reset, then the replayed history), already encoded. ``cursor`` is the id
+    events (a reset, then the replayed history), already encoded. ``position`` is the id
     of the last event the prelude covers, or of the channel's last event when the
     subscription began (None: the channel has none): resuming from it misses nothing,
     even if this subscription never gets an event (multi-channel streams need it)."""
 
-    __slots__ = ("_unsubscribe", "channel", "cursor", "mailbox", "prelude")
+    __slots__ = ("_unsubscribe", "channel", "mailbox", "position", "prelude")
 
     def __init__(
         self,
@@ -50,7 +66,7 @@ class Subscription:
         self.channel = channel
         self.mailbox = mailbox
         self.prelude = prelude
-        self.cursor: str | None = None
+        self.position: str | None = None
         self._unsubscribe = unsubscribe
 
     def deliver(self, chunk: bytes) -> None:

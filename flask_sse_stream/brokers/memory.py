@@ -1,23 +1,30 @@
 """``memory://``: one process, history in a ring buffer per channel.
 
-Ids look like ``<boot>-<n>``: ``n`` counts up per channel and ``boot`` marks this broker's
-lifetime, so an id from before a restart is recognised as unknown (the client gets a reset)
-instead of being silently matched against new events that reuse its number.
+Ids look like ``<boot>.<channel>-<n>``: ``n`` counts up per channel, ``boot`` marks this
+broker's lifetime and ``channel`` the channel's own log, so an id from before a restart, or
+from another channel, is recognised as unknown (the client gets a reset) instead of being
+silently matched against events that reuse its number.
+
+Publishing may happen on any thread (a request greenlet, a native threadpool thread, a C
+callback). An id is assigned and its event queued for fan-out under one lock, and only one
+flush hands the queue over at a time, so every subscriber gets events in id order. Under
+gevent the fan-out always runs in the subscribers' event loop: events published there within
+``FANOUT_DELAY`` share one hand-over (one write per subscriber); from another thread the
+loop is woken through its thread-safe callback.
 """
 
 from __future__ import annotations
 
-import threading
+import itertools
 import time
 from collections import deque
 from typing import Any
 
-from gevent import get_hub
-
+from ..concurrency import EventLoop, native_lock
 from ..concurrency import current as current_concurrency
 from ..event import Event
 from ..mailbox import Mailbox
-from .base import Broker, Subscription, reset_event
+from .base import Broker, Subscription, parse_decimal, reset_event
 
 __all__ = ["MemoryBroker"]
 
@@ -25,93 +32,130 @@ FANOUT_DELAY = 0.001  # seconds events may wait to share a write; far below any 
 FANOUT_MAX_BYTES = 64 * 1024  # a batch this big goes out without waiting
 
 
-def _fire(timer: Any, channel: _Channel) -> None:
-    timer.close()
-    channel.flush()
-
-
 class _Channel:
-    __slots__ = ("history", "last_seq", "pending", "pending_bytes", "subscribers")
+    __slots__ = (
+        "history",
+        "last_seq",
+        "lock",
+        "loop",
+        "pending",
+        "pending_bytes",
+        "prefix",
+        "subscribers",
+    )
 
-    def __init__(self, history_size: int) -> None:
+    def __init__(self, history_size: int, prefix: str, lock: Any) -> None:
         self.history: deque[bytes] = deque(maxlen=history_size)
         self.last_seq = 0  # seq of history[-1]; history holds last_seq-len+1 .. last_seq
+        self.prefix = prefix  # of this channel's ids: "<boot>.<channel serial>"
+        self.lock = lock  # the broker's
         self.subscribers: set[Subscription] = set()
-        # Under gevent, events published within FANOUT_DELAY go out together: one
-        # hand-over (and so one write) per subscriber for the batch, not one per event.
-        self.pending: list[bytes] | None = None  # None: no flush scheduled
+        # The event loop the subscribers' streams run in (gevent), else None (threads).
+        self.loop: EventLoop | None = None
+        # Events waiting for the fan-out, in id order; None: no flush scheduled.
+        self.pending: list[bytes] | None = None
         self.pending_bytes = 0
 
     def flush(self) -> None:
-        """Hand the pending batch to every subscriber (runs in the hub: never blocks)."""
+        """Hand the pending batch to every subscriber (never blocks). The lock is held
+        through the hand-over so that two flushes (threads) cannot overtake each other."""
+        with self.lock:
+            self.flush_locked()
+
+    def flush_locked(self) -> None:
         chunks, self.pending, self.pending_bytes = self.pending, None, 0
         if not chunks:
             return
-        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        for sub in list(self.subscribers):
-            sub.deliver(payload)
+        subscribers = list(self.subscribers)
+        if len(chunks) == 1:
+            for sub in subscribers:
+                sub.deliver(chunks[0])
+            return
+        start, size = 0, 0
+        for end, chunk in enumerate(chunks, 1):  # bounded pieces: one write each
+            size += len(chunk)
+            if size >= FANOUT_MAX_BYTES or end == len(chunks):
+                payload = b"".join(chunks[start:end])
+                for sub in subscribers:
+                    sub.deliver(payload)
+                start, size = end, 0
 
 
 class MemoryBroker(Broker):
     def __init__(self, history_size: int = 1000) -> None:
         self._history_size = history_size
         self._boot = format(time.time_ns() // 1000, "x")
+        self._serial = itertools.count(1)
         self._channels: dict[str, _Channel] = {}
-        self._lock = threading.Lock()  # publish and subscribe may run on different threads
+        # Publish and subscribe may run on different OS threads even under gevent: a lock
+        # of the OS threads, held only for sections that never yield.
+        self._lock = native_lock()
+
+    def _channel(self, name: str) -> _Channel:
+        ch = self._channels.get(name)
+        if ch is None:
+            prefix = f"{self._boot}.{next(self._serial):x}"
+            ch = self._channels[name] = _Channel(self._history_size, prefix, self._lock)
+        return ch
 
     def publish(
         self, channel: str, data: Any, event: str | None = None, retry: int | None = None
     ) -> str:
         with self._lock:
-            ch = self._channels.get(channel)
-            if ch is None:
-                ch = self._channels[channel] = _Channel(self._history_size)
-            ch.last_seq += 1
-            event_id = f"{self._boot}-{ch.last_seq}"
+            ch = self._channel(channel)
+            event_id = f"{ch.prefix}-{ch.last_seq + 1}"
+            # encoded (so validated) before the id is taken: a refused event leaves none
             chunk = Event(data, event=event, id=event_id, retry=retry).encode()
+            ch.last_seq += 1
             if ch.history.maxlen:
                 ch.history.append(chunk)
             if not ch.subscribers:
                 return event_id
-            if current_concurrency().name == "gevent":
-                if ch.pending is None:
+            loop = ch.loop
+            first = ch.pending is None
+            if loop is None:  # threads: fan out now, in id order (the lock is held)
+                if first:
                     ch.pending = [chunk]
-                    timer = get_hub().loop.timer(FANOUT_DELAY)
-                    timer.start(_fire, timer, ch)
                 else:
-                    ch.pending.append(chunk)
-                ch.pending_bytes += len(chunk)
-                if ch.pending_bytes >= FANOUT_MAX_BYTES:
-                    ch.flush()  # a big burst goes out now, in bounded pieces
+                    ch.pending.append(chunk)  # type: ignore[union-attr]
+                ch.flush_locked()
                 return event_id
-            # threads: fan out at once, still holding the lock, so events reach every
-            # subscriber in id order even when several threads publish at once (deliver
-            # never blocks: a full queue cuts the subscriber off)
-            for sub in list(ch.subscribers):
-                sub.deliver(chunk)
+            if first:
+                ch.pending = [chunk]
+            else:
+                ch.pending.append(chunk)  # type: ignore[union-attr]
+            ch.pending_bytes += len(chunk)
+            if not loop.in_thread():
+                if first:  # another OS thread: wake the subscribers' loop to flush
+                    loop.call_soon_threadsafe(ch.flush)
+            elif ch.pending_bytes >= FANOUT_MAX_BYTES:
+                ch.flush_locked()  # a big burst goes out now, in bounded pieces
+            elif first:
+                loop.call_later(FANOUT_DELAY, ch.flush)
         return event_id
 
     def subscribe(
         self, channel: str, mailbox: Mailbox, last_event_id: str | None = None
     ) -> Subscription:
+        loop = current_concurrency().event_loop()
         with self._lock:
-            ch = self._channels.get(channel)
-            if ch is None:
-                ch = self._channels[channel] = _Channel(self._history_size)
+            ch = self._channel(channel)
+            if ch.loop is None:
+                ch.loop = loop
             # The pending batch is already in the history the replay reads: send it to
             # the current subscribers now, so the new one cannot get it twice.
-            ch.flush()
+            ch.flush_locked()
             prelude = b"" if last_event_id is None else self._replay(ch, last_event_id)
             sub = Subscription(channel, mailbox, self._unsubscribe, prelude)
-            sub.cursor = f"{self._boot}-{ch.last_seq}"
+            sub.position = f"{ch.prefix}-{ch.last_seq}"
             ch.subscribers.add(sub)
         return sub
 
     def _replay(self, ch: _Channel, last_event_id: str) -> bytes:
-        boot, _, seq_text = last_event_id.partition("-")
-        seq = int(seq_text) if seq_text.isdigit() and len(seq_text) < 20 else -1
+        prefix, _, seq_text = last_event_id.rpartition("-")
+        seq = parse_decimal(seq_text, 19)
         first_seq = ch.last_seq - len(ch.history) + 1
-        if boot != self._boot or seq < 0 or seq > ch.last_seq:
+        if prefix != ch.prefix or seq is None or seq > ch.last_seq:
             return reset_event(last_event_id, "unknown event id") + b"".join(ch.history)
         if seq < first_seq - 1:
             return reset_event(last_event_id, "event id older than the history") + b"".join(
@@ -125,6 +169,8 @@ class MemoryBroker(Broker):
             if ch is None:
                 return
             ch.subscribers.discard(sub)
+            if not ch.subscribers:
+                ch.loop = None  # the next subscriber's loop serves the channel
             if not ch.subscribers and ch.last_seq == 0:
                 del self._channels[sub.channel]  # never published to: nothing to keep
 

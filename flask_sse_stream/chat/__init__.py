@@ -1,13 +1,20 @@
-"""A chat blueprint that streams a model's reply token by token over SSE."""
+"""Chat blueprints that stream a model's reply token by token: this project's own SSE
+protocol, the Vercel AI SDK's UI message stream and OpenAI Chat Completions, all over
+one resumable, cancellable generation log."""
 
-from .backends import BackendError, ChatBackend, DemoBackend, OpenAIBackend, Usage
-from .blueprint import create_chat_blueprint
+from .backends import BackendError, ChatBackend, DemoBackend, Finish, OpenAIBackend, Usage
+from .protocols.ai_sdk import create_ai_sdk_blueprint
+from .protocols.native import create_chat_blueprint
+from .protocols.openai import create_openai_blueprint
 
 __all__ = [
     "BackendError",
     "ChatBackend",
     "DemoBackend",
+    "Finish",
     "OpenAIBackend",
     "Usage",
+    "create_ai_sdk_blueprint",
     "create_chat_blueprint",
+    "create_openai_blueprint",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "BackendError",
     "ChatBackend",
     "DemoBackend",
+    "Finish",
     "OpenAIBackend",
     "Usage",
 ]
@@ -64,6 +65,20 @@ class Usage:
         }
 
 
+@dataclass(frozen=True)
+class Finish:
+    """Why the model stopped, when it said so (the OpenAI ``finish_reason``).
+
+    A backend may yield one ``Finish`` among its pieces; the chat blueprints carry its
+    ``reason`` to every client (the ``close`` event's ``finish_reason``, the AI SDK
+    ``finish`` chunk, the OpenAI chunk), so ``"length"`` (cut at the token limit) and
+    ``"content_filter"`` are not reported as a normal ``"stop"``. Without one, a reply
+    that ends normally finishes with ``"stop"``.
+    """
+
+    reason: str
+
+
 @runtime_checkable
 class ChatBackend(Protocol):
     """What the chat blueprint needs from a backend.
@@ -71,12 +86,13 @@ class ChatBackend(Protocol):
     ``stream`` receives OpenAI-style messages (``{"role": ..., "content": ...}`` dicts, the
     last one normally from the user) and returns an iterator, normally a generator, of text
     pieces. Concatenating the ``str`` pieces gives the full reply. It may also yield a
-    :class:`Usage`. Failures are raised as :class:`BackendError`. The blueprint calls
+    :class:`Usage` and a :class:`Finish`. Failures are raised as :class:`BackendError`.
+    The blueprint calls
     ``close()`` on the iterator (if it has one) to cancel a generation, so a generator
     should release its upstream resources in a ``finally:`` block.
     """
 
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[str | Usage]:
+    def stream(self, messages: list[dict[str, str]]) -> Iterator[str | Usage | Finish]:
         """Yield the reply to ``messages`` piece by piece."""
         ...
 
@@ -296,8 +312,11 @@ class OpenAIBackend:
             kwargs["temperature"] = self.temperature
         return kwargs
 
-    def stream(self, messages: list[dict[str, str]]) -> Generator[str | Usage, None, None]:
-        """Yield the reply's text pieces as the server streams them, then its ``Usage``.
+    def stream(
+        self, messages: list[dict[str, str]]
+    ) -> Generator[str | Usage | Finish, None, None]:
+        """Yield the reply's text pieces as the server streams them, then the model's
+        :class:`Finish` reason and its ``Usage``.
 
         The request is only sent on the first ``next()``. Closing the generator (or
         killing the greenlet that runs it) closes the upstream HTTP response at once, in
@@ -314,7 +333,7 @@ class OpenAIBackend:
                 raise self._map_error(exc, started=False) from exc
 
             usage: Usage | None = None
-            finished = False
+            finished: str | None = None
             while True:
                 try:
                     chunk = next(chunks)
@@ -329,13 +348,14 @@ class OpenAIBackend:
                 if chunk_usage is not None:
                     usage = chunk_usage
                 if finish_reason:
-                    finished = True
+                    finished = finish_reason
                 if piece:
                     yield piece
             if not finished:
                 # Every choice of a complete OpenAI stream ends with a finish_reason; a
                 # stream that stops without one was cut off and the reply is incomplete.
                 raise BackendError("the connection to the model server ended mid-reply")
+            yield Finish(finished)
             if usage is not None:
                 yield usage
         finally:

@@ -28,7 +28,7 @@ from ..concurrency import Task
 from ..concurrency import current as current_concurrency
 from ..event import Event
 from ..mailbox import CloseReason, Mailbox
-from .backends import BackendError, ChatBackend, Usage
+from .backends import BackendError, ChatBackend, Finish, Usage
 
 __all__ = [
     "Follow",
@@ -97,6 +97,21 @@ class GenerationStore(ABC):
     def on_remote_cancel(self, callback: Callable[[str], object]) -> None:
         """Register what to call when another process asks to cancel a generation."""
         return None
+
+    def set_alias(self, name: str, stream_id: str | None) -> None:
+        """Point ``name`` (e.g. an AI SDK chat id) at a running generation, or clear it.
+        This default lives in this process; a shared store keeps it where every process
+        sees it."""
+        aliases: dict[str, str] = self.__dict__.setdefault("_aliases", {})
+        if stream_id is None:
+            aliases.pop(name, None)
+        else:
+            aliases[name] = stream_id
+
+    def alias(self, name: str) -> str | None:
+        """The generation ``name`` points at (None: none, or it was cleared)."""
+        aliases: dict[str, str] = self.__dict__.get("_aliases", {})
+        return aliases.get(name)
 
     def close(self) -> None:
         return None
@@ -201,6 +216,7 @@ class _Running:
     followers: int = 0
     stop_reason: str | None = None  # "cancelled" or "shutdown" once asked to stop
     grace_timer: Any = None
+    on_end: Callable[[], None] | None = None
 
 
 class Generations:
@@ -212,17 +228,19 @@ class Generations:
         self.grace = grace
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
-        store.on_remote_cancel(lambda stream_id: self.cancel(stream_id, wait=False))
+        store.on_remote_cancel(self._cancel_here)
 
     def __len__(self) -> int:
         return len(self._running)
 
     def start(
-        self, stream_id: str, messages: list[dict[str, str]], owner: str | None = None
+        self, stream_id: str, messages: list[dict[str, str]], owner: str | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
-        """Run the backend for ``messages`` in a new greenlet/thread, writing the log."""
+        """Run the backend for ``messages`` in a new greenlet/thread, writing the log.
+        ``on_end`` is called once the generation has ended, however it ends."""
         self.store.create(stream_id, owner)
-        running = _Running()
+        running = _Running(on_end=on_end)
         with self._lock:
             self._running[stream_id] = running
         concurrency = current_concurrency()
@@ -232,7 +250,7 @@ class Generations:
 
     def _run(self, stream_id: str, messages: list[dict[str, str]], running: _Running) -> None:
         close: dict[str, Any] = {"finish_reason": "stop"}
-        pieces: Iterator[str | Usage] | None = None
+        pieces: Iterator[str | Usage | Finish] | None = None
         try:
             pieces = iter(self.backend.stream(messages))
             for piece in pieces:
@@ -240,6 +258,8 @@ class Generations:
                     raise GenerationCancelled  # thread mode: stop at the next piece
                 if isinstance(piece, Usage):
                     close["usage"] = piece.as_dict()
+                elif isinstance(piece, Finish):
+                    close["finish_reason"] = piece.reason or "stop"
                 elif piece:
                     self.store.append(stream_id, {"content": piece})
         except BackendError as exc:
@@ -261,6 +281,11 @@ class Generations:
                 log.exception("could not finish chat generation %s", stream_id)
             with self._lock:
                 self._running.pop(stream_id, None)
+            if running.on_end is not None:
+                try:
+                    running.on_end()
+                except Exception:
+                    log.exception("chat generation %s: on_end failed", stream_id)
 
     def follow(
         self, stream_id: str, after: int, mailbox: Mailbox, owner: str | None = None
@@ -321,6 +346,16 @@ class Generations:
             running.task.stop(2.0 if wait else 0.0)
         return True
 
+    def _cancel_here(self, stream_id: str) -> None:
+        """Another process asks to cancel ``stream_id``: only a generation running here is
+        stopped, and asking further (``store.request_cancel``) never happens from here."""
+        running = self._running.get(stream_id)
+        if running is not None:
+            if running.stop_reason is None:
+                running.stop_reason = "cancelled"
+            if running.task is not None:
+                running.task.stop(0.0)
+
     def stop_all(self, reason: str = "shutdown") -> None:
         """End every generation of this process (server shutdown)."""
         for stream_id in list(self._running):
@@ -332,13 +367,14 @@ class _Timer:
 
     def __init__(self, delay: float, fn: Callable[[str], None], arg: str) -> None:
         self._cancelled = False
+        concurrency = current_concurrency()
 
         def run() -> None:
-            time.sleep(delay)
+            concurrency.sleep(delay)
             if not self._cancelled:
                 fn(arg)
 
-        current_concurrency().spawn(run, contextvars.Context())
+        concurrency.spawn(run, contextvars.Context())
 
     def cancel(self) -> None:
         self._cancelled = True

@@ -13,17 +13,29 @@ from typing import Any
 
 from flask import Request
 
-__all__ = ["ChatInputError", "ChatLimits", "Resume", "messages_from_request", "parse_resume"]
+__all__ = [
+    "ChatInputError",
+    "ChatLimits",
+    "Resume",
+    "check_messages",
+    "messages_from_request",
+    "parse_resume",
+    "read_json_body",
+]
 
 ROLES = frozenset({"system", "user", "assistant"})
 _RESUME_ID = re.compile(r"([A-Za-z0-9_-]{8,64}):([0-9]{1,9})")
 
 
 class ChatInputError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """A request refused before anything started: its status, a message saying what to
+    fix, and ``retry_after`` seconds when coming back later helps (429, 503)."""
+
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -49,17 +61,28 @@ def parse_resume(value: str | None) -> Resume | None:
     return Resume(match[1], int(match[2]))
 
 
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text(value: Any, what: str, limits: ChatLimits) -> str:
     if not isinstance(value, str):
         raise ChatInputError(400, f"{what} must be a string")
     if not value.strip():
         raise ChatInputError(400, f"{what} must not be empty")
+    if not _encodable(value):  # a lone surrogate (JSON "\ud800") is not text a model reads
+        raise ChatInputError(400, f"{what} must be valid Unicode text (no lone surrogates)")
     if len(value) > limits.max_chars:
         raise ChatInputError(413, f"{what} is longer than {limits.max_chars} characters")
     return value
 
 
-def _from_messages(value: Any, limits: ChatLimits) -> list[dict[str, str]]:
+def check_messages(value: Any, limits: ChatLimits) -> list[dict[str, str]]:
+    """``value`` as a checked conversation of ``{role, content}`` dicts."""
     if not isinstance(value, list) or not value:
         raise ChatInputError(400, "messages must be a non-empty list")
     if len(value) > limits.max_messages:
@@ -70,7 +93,7 @@ def _from_messages(value: Any, limits: ChatLimits) -> list[dict[str, str]]:
         if not isinstance(item, dict) or set(item) - {"role", "content", "name"}:
             raise ChatInputError(400, f"messages[{index}] must be {{role, content}}")
         role = item.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise ChatInputError(400, f"messages[{index}].role must be one of {sorted(ROLES)}")
         content = _text(item.get("content"), f"messages[{index}].content", limits)
         total += len(content)
@@ -89,6 +112,16 @@ def messages_from_request(request: Request, limits: ChatLimits) -> list[dict[str
         if "message" not in request.args:
             raise ChatInputError(400, "the message query parameter is required")
         return [{"role": "user", "content": _text(request.args["message"], "message", limits)}]
+    body = read_json_body(request, limits)
+    if ("message" in body) == ("messages" in body):
+        raise ChatInputError(400, 'send either "message" or "messages"')
+    if "message" in body:
+        return [{"role": "user", "content": _text(body["message"], "message", limits)}]
+    return check_messages(body["messages"], limits)
+
+
+def read_json_body(request: Request, limits: ChatLimits) -> dict[str, Any]:
+    """The request's JSON object body, read with a bound on its size."""
     if request.mimetype != "application/json":
         raise ChatInputError(415, "send the body as application/json")
     length = request.content_length
@@ -104,8 +137,4 @@ def messages_from_request(request: Request, limits: ChatLimits) -> list[dict[str
         raise ChatInputError(400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ChatInputError(400, "the body must be a JSON object")
-    if ("message" in body) == ("messages" in body):
-        raise ChatInputError(400, 'send either "message" or "messages"')
-    if "message" in body:
-        return [{"role": "user", "content": _text(body["message"], "message", limits)}]
-    return _from_messages(body["messages"], limits)
+    return body

@@ -7,7 +7,7 @@ from flask import Flask, Request
 from flask_sse_stream import SSE
 from flask_sse_stream.chat import DemoBackend, create_chat_blueprint
 
-USERS = {"Bearer good": True, "Bearer alice": "alice", "Bearer bob": "bob"}
+USERS: dict[str, bool | str] = {"Bearer good": True, "Bearer alice": "alice", "Bearer bob": "bob"}
 
 
 def allowed(request: Request) -> bool | str:

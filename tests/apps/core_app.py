@@ -20,6 +20,8 @@ def create_app() -> Flask:
     app.config["SSE_BROKER_URL"] = os.environ.get("TEST_BROKER_URL", "memory://")
     app.config["SSE_HISTORY_SIZE"] = int(os.environ.get("TEST_HISTORY", "1000"))
     app.config["SSE_SUBSCRIBER_QUEUE"] = int(os.environ.get("TEST_QUEUE", "256"))
+    if os.environ.get("TEST_WRITE_TIMEOUT"):
+        app.config["SSE_WRITE_TIMEOUT"] = float(os.environ["TEST_WRITE_TIMEOUT"])
 
     def authorize(channel: str) -> bool:
         return not channel.startswith("private") or request.headers.get("X-User") == "admin"

@@ -1,0 +1,129 @@
+"""Other wire formats over the one generation log.
+
+A generation's log holds each entry once, encoded as this project's own SSE event
+(``id: <stream_id>:<seq>``, ``{"content"}`` data or the ``close`` event), and the same bytes
+go to every follower, local or on another host through Redis. A protocol that frames a
+reply differently (the AI SDK's UI message chunks, OpenAI's ``chat.completion.chunk``) gets
+a :class:`Framer`: it reads an entry back (:func:`parse_entry`) and frames it for its
+wire. A shared framer caches what it made per entry, so an entry is framed once per
+protocol, not once per follower; a :class:`FramingMailbox` sits between the log and one
+follower's response and frames what the log hands over.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from ..mailbox import CloseReason, Mailbox
+
+__all__ = ["Entry", "Framer", "FramingMailbox", "parse_entries", "parse_entry"]
+
+_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One log entry read back: a text piece (``content``) or the ``close`` data."""
+
+    stream_id: str
+    seq: int
+    data: dict[str, Any]
+    close: bool
+
+    @property
+    def content(self) -> str:
+        return str(self.data.get("content") or "")
+
+
+def parse_entry(chunk: bytes) -> Entry:
+    """Read back one entry as the log encodes it (``Event(data, event, id).encode()``:
+    the data is compact JSON, so one ``data:`` line)."""
+    stream_id, seq, event, data = "", 0, None, ""
+    for line in chunk.decode("utf-8").split("\n"):
+        name, _, value = line.partition(": ")
+        if name == "id":
+            stream_id, _, number = value.rpartition(":")
+            seq = int(number)
+        elif name == "event":
+            event = value
+        elif name == "data":
+            data = value
+    return Entry(stream_id, seq, json.loads(data) if data else {}, event == "close")
+
+
+def parse_entries(chunks: bytes) -> list[Entry]:
+    """The entries of a prelude (entries joined, each ending with a blank line)."""
+    return [parse_entry(part) for part in chunks.split(b"\n\n") if part.strip()]
+
+
+class Framer(ABC):
+    """Frames log entries for one protocol. ``shared`` framers serve many followers and
+    cache each entry's frame; a per-request framer (request options in the frames)
+    frames the entries of its one follower."""
+
+    def __init__(self, *, shared: bool = False) -> None:
+        self._cache: dict[bytes, bytes] | None = {} if shared else None
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def frame_entry(self, entry: Entry) -> bytes:
+        """The bytes this protocol sends for ``entry``."""
+
+    def opening(self, stream_id: str) -> bytes:
+        """What a stream of this protocol starts with, before any entry."""
+        return b""
+
+    def frame(self, chunk: bytes) -> bytes:
+        """``chunk`` (one log entry as the log encodes it) framed for this protocol."""
+        cache = self._cache
+        if cache is None:
+            return self.frame_entry(parse_entry(chunk))
+        framed = cache.get(chunk)
+        if framed is None:
+            framed = self.frame_entry(parse_entry(chunk))
+            with self._lock:
+                if len(cache) >= _CACHE_SIZE:
+                    cache.clear()  # followers of a live entry are served within moments
+                cache[chunk] = framed
+        return framed
+
+    def frame_prelude(self, prelude: bytes) -> bytes:
+        return b"".join(self.frame(part + b"\n\n") for part in prelude.split(b"\n\n")
+                        if part.strip())
+
+
+class FramingMailbox(Mailbox):
+    """What the log hands to one follower, framed, into the response's own mailbox."""
+
+    __slots__ = ("_framer", "inner")
+
+    def __init__(self, inner: Mailbox, framer: Framer) -> None:
+        self.inner = inner
+        self._framer = framer
+
+    @property
+    def reason(self) -> CloseReason | None:
+        return self.inner.reason
+
+    @reason.setter
+    def reason(self, value: CloseReason | None) -> None:  # the base class's slot
+        pass
+
+    def offer(self, chunk: bytes) -> bool:
+        return self.inner.offer(self._framer.frame(chunk))
+
+    def put(self, chunk: bytes, timeout: float | None = None) -> bool:
+        return self.inner.put(self._framer.frame(chunk), timeout)
+
+    def close(self, reason: CloseReason) -> None:
+        self.inner.close(reason)
+
+    def take(self, timeout: float | None) -> list[bytes] | None:
+        return self.inner.take(timeout)
+
+    def drain(self) -> list[bytes]:
+        return self.inner.drain()

@@ -1,0 +1,176 @@
+"""Fast tier: framing log entries for other protocols, request mapping and the caps, in
+process (Flask's test client; no server)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_sse_stream import SSE
+from flask_sse_stream.chat import (
+    DemoBackend,
+    create_ai_sdk_blueprint,
+    create_chat_blueprint,
+    create_openai_blueprint,
+)
+from flask_sse_stream.chat.framing import parse_entries, parse_entry
+from flask_sse_stream.chat.generation import encode_entry
+from flask_sse_stream.chat.protocols.ai_sdk import UIMessageFramer, ui_messages
+from flask_sse_stream.chat.protocols.openai import CompletionChunkFramer, openai_messages
+from flask_sse_stream.chat.service import GenerationCaps
+from flask_sse_stream.chat.validation import ChatInputError, ChatLimits
+from tests.sse_parser import parse
+
+
+def test_entries_read_back_exactly() -> None:
+    piece = encode_entry("abcdefgh", 3, {"content": "multi\nline “ü”\r\n"}, None)
+    close = encode_entry("abcdefgh", 4, {"finish_reason": "length"}, "close")
+    entry = parse_entry(piece)
+    assert (entry.stream_id, entry.seq, entry.content, entry.close) == \
+        ("abcdefgh", 3, "multi\nline “ü”\r\n", False)
+    assert [e.data for e in parse_entries(piece + close)] == \
+        [{"content": "multi\nline “ü”\r\n"}, {"finish_reason": "length"}]
+    assert parse_entries(piece + close)[1].close
+
+
+class CountingFramer(UIMessageFramer):
+    calls = 0
+
+    def frame_entry(self, entry: Any) -> bytes:
+        CountingFramer.calls += 1
+        return super().frame_entry(entry)
+
+
+def test_a_shared_framer_frames_each_entry_once_for_all_followers() -> None:
+    framer = CountingFramer()
+    chunk = encode_entry("abcdefgh", 1, {"content": "hi"}, None)
+    outs = {framer.frame(bytes(chunk)) for _ in range(50)}  # 50 followers, equal bytes
+    outs.add(framer.frame_prelude(chunk))
+    assert CountingFramer.calls == 1 and len(outs) == 1
+
+
+def test_ui_message_framing_of_every_ending() -> None:
+    framer = UIMessageFramer()
+
+    def chunks(*entries: bytes) -> list[Any]:
+        raw = framer.opening("sid") + framer.frame_prelude(b"".join(entries))
+        return [e.data if e.data == "[DONE]" else json.loads(e.data) for e in parse(raw).events]
+
+    text = encode_entry("s", 1, {"content": "a"}, None)
+    usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    ok = chunks(text, encode_entry("s", 2, {"finish_reason": "content_filter",
+                                             "usage": usage}, "close"))
+    assert ok == [{"type": "start", "messageId": "sid"}, {"type": "text-start", "id": "text-0"},
+                  {"type": "text-delta", "id": "text-0", "delta": "a"},
+                  {"type": "text-end", "id": "text-0"},
+                  {"type": "finish", "finishReason": "content-filter",
+                   "messageMetadata": {"usage": usage}}, "[DONE]"]
+    failed = chunks(encode_entry("s", 1, {"finish_reason": "error", "error": "boom"}, "close"))
+    assert failed[1:] == [{"type": "error", "errorText": "boom"},
+                          {"type": "finish", "finishReason": "error"}, "[DONE]"]
+    stopped = chunks(text, encode_entry("s", 2, {"finish_reason": "cancelled"}, "close"))
+    assert stopped[-2:] == [{"type": "abort", "reason": "cancelled"}, "[DONE]"]
+
+
+def test_openai_chunks_carry_no_id_field_and_end_with_done() -> None:
+    framer = CompletionChunkFramer("chatcmpl-x", "m", include_usage=True)
+    raw = framer.opening("s") + framer.frame_prelude(
+        encode_entry("s", 1, {"content": "hi"}, None)
+        + encode_entry("s", 2, {"finish_reason": "length"}, "close"))
+    events = parse(raw).events
+    assert all(e.last_event_id == "" for e in events)
+    assert events[-1].data == "[DONE]"
+    finish = json.loads(events[-3].data)
+    assert finish["choices"][0]["finish_reason"] == "length"
+    assert json.loads(events[-2].data)["choices"] == []  # the usage chunk
+
+
+LIMITS = ChatLimits(max_chars=100, max_messages=5)
+
+
+def test_ui_messages_keep_the_conversation_and_only_text() -> None:
+    messages = ui_messages([
+        {"id": "1", "role": "system", "parts": [{"type": "text", "text": "be kind"}]},
+        {"id": "2", "role": "user", "parts": [{"type": "text", "text": "a"},
+                                              {"type": "file", "url": "x"},
+                                              {"type": "text", "text": "b"}]},
+        {"id": "3", "role": "assistant", "parts": [{"type": "reasoning", "text": "hmm"}]},
+        {"id": "4", "role": "assistant", "parts": [{"type": "text", "text": "c"}]},
+        {"id": "5", "role": "user", "parts": [{"type": "text", "text": "d"}]},
+    ], LIMITS)
+    assert messages == [{"role": "system", "content": "be kind"},
+                        {"role": "user", "content": "ab"},
+                        {"role": "assistant", "content": "c"},
+                        {"role": "user", "content": "d"}]
+
+
+@pytest.mark.parametrize("value", [
+    None, [], [{"role": "user", "content": "x"}], [{"role": "user", "parts": "x"}],
+    [{"role": "user", "parts": [{"type": "text"}]}],
+    [{"role": ["user"], "parts": [{"type": "text", "text": "x"}]}],  # unhashable role
+    [{"role": "user", "parts": [{"type": "text", "text": "x" * 101}]}],
+    [{"role": "user", "parts": [{"type": "text", "text": "x"}]}] * 6,
+])
+def test_bad_ui_messages_are_refused(value: Any) -> None:
+    with pytest.raises(ChatInputError) as info:
+        ui_messages(value, LIMITS)
+    assert info.value.status in (400, 413)
+
+
+def test_openai_messages_map_developer_and_parts() -> None:
+    assert openai_messages([
+        {"role": "developer", "content": "rules"},
+        {"role": "user", "content": [{"type": "text", "text": "hi "},
+                                     {"type": "image_url", "image_url": {"url": "x"}},
+                                     {"type": "text", "text": "there"}]},
+        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "tool", "content": "42", "tool_call_id": "t"},
+    ], LIMITS) == [{"role": "system", "content": "rules"},
+                   {"role": "user", "content": "hi there"}]
+
+
+def test_caps_count_per_caller_and_in_total() -> None:
+    caps = GenerationCaps(total=3, per_caller=2)
+    assert caps.acquire("a") and caps.acquire("a")
+    assert not caps.acquire("a")
+    assert caps.acquire("b")
+    assert not caps.acquire("c")  # the total
+    caps.release("a")
+    assert caps.acquire("c")
+    assert caps.by_caller == {"a": 1, "b": 1, "c": 1}
+
+
+def make_app(**config: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(config)
+    SSE(app)
+    backend = DemoBackend(delay=0)
+    app.register_blueprint(create_chat_blueprint(backend), url_prefix="/chat")
+    app.register_blueprint(create_ai_sdk_blueprint(backend), url_prefix="/api/chat")
+    app.register_blueprint(create_openai_blueprint(backend, model="demo"), url_prefix="/v1")
+    return app
+
+
+def test_the_ai_sdk_route_takes_the_bare_prefix_without_a_redirect() -> None:
+    client = make_app().test_client()
+    body = {"id": "c", "messages": [{"id": "1", "role": "user",
+                                     "parts": [{"type": "text", "text": "hi"}]}]}
+    for path in ("/api/chat", "/api/chat/"):
+        response = client.post(path, json=body)
+        assert response.status_code == 200
+        assert response.get_data().endswith(b"data: [DONE]\n\n")
+
+
+def test_openai_non_stream_in_process() -> None:
+    client = make_app().test_client()
+    response = client.post("/v1/chat/completions",
+                           json={"messages": [{"role": "user", "content": "hi"}]})
+    body = response.get_json()
+    assert body["object"] == "chat.completion" and body["model"] == "demo"
+    assert body["choices"][0]["message"]["content"] == DemoBackend.reply_for(
+        [{"role": "user", "content": "hi"}])
+    bad = client.post("/v1/chat/completions", json={"messages": "x", "stream": "yes"})
+    assert bad.status_code == 400 and bad.get_json()["error"]["type"] == "invalid_request_error"
