@@ -171,7 +171,7 @@ def _subscribe_one(state: SSEState, channels: list[str], mailbox: Mailbox) -> Su
 
 
 def _subscribe_many(state: SSEState, channels: list[str], mailbox: Mailbox) -> Subscribed:
-    cursor = Cursor(mailbox)
+    cursor = Cursor(mailbox, limit=state.subscriber_queue)
     positions = parse_cursor(last_event_id(), channels)
     subscriptions: list[Subscription] = []
     try:

@@ -70,8 +70,9 @@ def format_cursor(first: str, positions: dict[str, str]) -> str:
 class Cursor:
     """The positions of one multi-channel stream, and the rewriting of its events."""
 
-    def __init__(self, mailbox: Mailbox) -> None:
+    def __init__(self, mailbox: Mailbox, limit: int | None = None) -> None:
         self.mailbox = mailbox
+        self.limit = limit  # events held while subscribing, as the mailbox's own bound
         self.positions: dict[str, str] = {}
         self.live = False
         self._held: list[tuple[str, bytes]] = []
@@ -133,6 +134,8 @@ class Cursor:
     def offer(self, channel: str, chunk: bytes) -> bool:
         with self._lock:
             if not self.live:
+                if self.limit is not None and len(self._held) >= self.limit:
+                    return False  # as a full mailbox: the broker cuts the stream off
                 self._held.append((channel, chunk))
                 return True
             return self.mailbox.offer(self.rewrite(channel, chunk))

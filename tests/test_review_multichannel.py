@@ -199,16 +199,22 @@ def test_memory_broker_restart_resets_every_channel_by_name() -> None:
 
 def test_overflow_of_one_channel_ends_the_stream_and_resume_is_exact() -> None:
     app, sse = make_app(SSE_SUBSCRIBER_QUEUE=2, SSE_HISTORY_SIZE=100)
-    response = app.test_client().get(query(["slow", "quiet"]), buffered=False)
+    first = app.test_client().get(query(["slow", "quiet"]), buffered=False)
+    with app.app_context():
+        sse.publish("q0", "quiet")
+    (seen,) = read_events(first, count=1)
+    response = app.test_client().get(
+        query(["slow", "quiet"]), headers={"Last-Event-ID": seen.id or ""}, buffered=False
+    )
     with app.app_context():
         sse.publish("q1", "quiet")
         for n in range(20):  # nobody reads: the queue (2) overflows
             sse.publish(n, "slow")
     events = read_events(response, timeout=1.0)
     assert len(events) < 21  # cut off, not grown without bound
-    assert [e.data for e in events][:1] == ["q1"]
-    last = events[-1].id
+    last = events[-1].id if events else seen.id
     rest = stream(app, ["slow", "quiet"], last, timeout=0.5)
+    assert all(e.event is None for e in rest)  # the history covers it: no reset
     slow = [int(e.data) for e in events + rest if channel_of(e) == "slow"]
     assert slow == list(range(20))
     assert [e.data for e in events + rest if channel_of(e) == "quiet"] == ["q1"]
@@ -246,9 +252,10 @@ class _StallFirst(Mailbox):
 
 
 def test_memory_broker_delivers_in_id_order_when_threads_publish_at_once() -> None:
-    """Defect (thread mode, e.g. the werkzeug dev server): publish fanned out after
-    releasing the lock, so a second thread's event could reach a subscriber before the
-    first's: out of order, and a resume from the later id duplicated the earlier one."""
+    """Thread mode (e.g. the werkzeug dev server). Found in the first multi-channel merge:
+    publish fanned out after releasing the lock, so a second thread's event could reach
+    a subscriber before the first's (out of order; a resume from the later id duplicated
+    the earlier one). Main's ordered fan-out (w-core) fixes it; this pins it."""
     app, _ = make_app()
     broker = MemoryBroker(history_size=10)
     mailbox = _StallFirst()
@@ -281,9 +288,9 @@ def redis_app(redis: Server) -> Iterator[tuple[Flask, SSE]]:
 def test_redis_channel_not_yet_seen_resumes_from_where_the_stream_began(
     redis_app: tuple[Flask, SSE],
 ) -> None:
-    """Defect: Redis subscriptions had no cursor, so a channel with no event yet on the
-    stream was left out of the ids, and a resume took it live from now: an event
-    published to it while the client was away was lost without a reset."""
+    """Found in the first multi-channel merge (fixed since by w-redislog's positions):
+    Redis subscriptions had no cursor, so a channel with no event yet was left out of
+    the ids and a resume took it live from now, losing what came meanwhile."""
     app, sse = redis_app
     p = uuid.uuid4().hex[:8]
     a, b, fresh = f"ra{p}", f"rb{p}", f"rc{p}"
@@ -305,9 +312,9 @@ def test_redis_channel_not_yet_seen_resumes_from_where_the_stream_began(
 def test_redis_resume_from_deep_in_an_untrimmed_stream_replays_everything(
     redis_app: tuple[Flask, SSE],
 ) -> None:
-    """Defect: replay read one page of history_size + 1 entries; approximate trimming
-    keeps more, so a client resuming further back got one page, then went live past
-    the rest: those events were lost without a reset."""
+    """Found before w-redislog (its paged replay fixes it): replay read one page of
+    history_size + 1 entries; approximate trimming keeps more, so a client resuming
+    further back got one page, then went live past the rest, losing them silently."""
     app, sse = redis_app
     channel = "deep" + uuid.uuid4().hex[:8]
     with app.app_context():
@@ -324,8 +331,8 @@ def test_redis_id_past_the_streams_end_resets_and_goes_live(
     redis_app: tuple[Flask, SSE],
 ) -> None:
     """Defect: an id past the stream's end (another Redis, a clock ahead, a hand-made
-    one) gave a reset with no history and a replay floor in the future, so live events
-    were held back until the stream's ids passed it: the stream went silent."""
+    one) gave a reset and no history (the contract: a reset, then what history
+    remains). Before w-redislog it also held live events behind a future floor."""
     app, sse = redis_app
     channel = "future" + uuid.uuid4().hex[:8]
     with app.app_context():
@@ -382,3 +389,32 @@ def test_threads_publishing_while_a_client_cuts_and_resumes_memory() -> None:
     for thread in threads:
         thread.join(10)
     assert got == {c: list(range(per_channel)) for c in channels}
+
+
+def test_a_channel_never_published_to_resumes_without_a_reset_memory() -> None:
+    """Defect (after merging w-core's per-channel id prefixes): a channel with no events
+    yet is dropped when its last subscriber leaves and gets a new prefix when it comes
+    back, so its position in the cursor was "unknown": a reset on every resume."""
+    app, sse = make_app()
+    response = app.test_client().get(query(["busy", "quiet"]), buffered=False)
+    with app.app_context():
+        sse.publish("b1", "busy")
+    (seen,) = read_events(response, count=1)
+    assert seen.id is not None and "quiet@" in seen.id
+    with app.app_context():
+        sse.publish("q1", "quiet")  # while away: must be replayed, without a reset
+    events = stream(app, ["busy", "quiet"], seen.id, timeout=0.5)
+    assert [(e.event, e.data) for e in events] == [(None, "q1")]
+
+
+def test_events_held_while_subscribing_are_bounded() -> None:
+    """Defect: live events that arrive while the other channels' replays are read were
+    held without bound (32 channels of Redis replays under a hot channel)."""
+    from flask_sse_stream.multichannel import Cursor
+    from tests.test_multichannel import ListMailbox
+
+    mailbox = ListMailbox()
+    cursor = Cursor(mailbox, limit=3)
+    tap = cursor.tap("hot")
+    assert all(tap.offer(b"id: x-%d\ndata: n\n\n" % n) for n in range(3))
+    assert tap.offer(b"id: x-3\ndata: n\n\n") is False  # the broker then cuts the stream
