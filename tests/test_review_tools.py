@@ -158,3 +158,33 @@ def test_parser_line_ends_across_chunks() -> None:
         parser = EventParser()
         events = [e for chunk in chunks for e in parser.feed(chunk)]
         assert [e.data for e in events] == ["a\nb"], chunks
+
+
+def test_KNOWN_BUG_sse_stream_get_through_the_test_client_leaks_its_request_context() -> None:
+    """NOT FIXED (core, response.py generator_response): after a test-client GET of an
+    @sse_stream view, buffered or closed, the view's request and app context stay pushed
+    in the caller's thread (generator_response pushes the request context again and
+    pops it from the stream's close, which does not undo it here). Later code in the
+    same thread then sees that app as current_app: `flask sse` commands run through
+    app.test_cli_runner() use the wrong app ("SSE is not set up on this app"), which is
+    why tests/test_cli.py fails after tests/test_core_fast.py in one process."""
+    from flask.globals import _cv_app, _cv_request
+
+    app = Flask(__name__)
+
+    @app.get("/s")
+    @sse_stream
+    def s() -> Any:
+        yield "hi"
+
+    assert _cv_request.get(None) is None
+    response = app.test_client().get("/s")
+    assert b"data: hi" in response.data
+    leaked = (_cv_request.get(None), _cv_app.get(None))
+    try:
+        assert leaked == (None, None)
+    finally:
+        while _cv_request.get(None) is not None:  # do not pollute the tests after this one
+            _cv_request.get().pop()
+        while _cv_app.get(None) is not None:
+            _cv_app.get().pop()
