@@ -51,9 +51,11 @@ def _channel(value: str) -> str:
 
 def _payload(text: str) -> Any:
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
         return text
+    # JSON null would be "no data field": an id-only event no client dispatches
+    return text.strip() if value is None else value
 
 
 @sse_cli.command("publish")

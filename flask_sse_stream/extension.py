@@ -163,12 +163,15 @@ Subscribed = tuple[bytes, tuple[Callable[[], None], ...]]
 
 
 def _subscribe_one(state: SSEState, channels: list[str], mailbox: Mailbox) -> Subscribed:
-    subscription = state.broker.subscribe(channels[0], mailbox, last_event_id())
+    # A cursor (the id of a multi-channel stream: broker ids never hold "@") resumes this
+    # channel from its own position in it, as the same channel would in a wider stream.
+    position = parse_cursor(last_event_id(), channels)[channels[0]]
+    subscription = state.broker.subscribe(channels[0], mailbox, position)
     return subscription.prelude, (subscription.close,)
 
 
 def _subscribe_many(state: SSEState, channels: list[str], mailbox: Mailbox) -> Subscribed:
-    cursor = Cursor(mailbox)
+    cursor = Cursor(mailbox, limit=state.subscriber_queue)
     positions = parse_cursor(last_event_id(), channels)
     subscriptions: list[Subscription] = []
     try:

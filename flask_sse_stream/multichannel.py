@@ -42,8 +42,9 @@ def parse_cursor(value: str | None, channels: Iterable[str]) -> dict[str, str | 
 
     A cursor gives the positions it names (other channels: None, i.e. live from now,
     as for a channel added to the stream later). A plain id (from a single-channel
-    stream) is handed to every channel: each checks it and answers with a reset if it
-    does not know it."""
+    stream), or a value naming none of the channels (junk, or another stream's cursor),
+    is handed to every channel: each checks it and answers with a reset if it does not
+    know it, so the client is told rather than silently taken live from now."""
     names = list(channels)
     if value is None:
         return dict.fromkeys(names)
@@ -54,6 +55,8 @@ def parse_cursor(value: str | None, channels: Iterable[str]) -> dict[str, str | 
         name, sep, position = part.partition("@")
         if sep and position and name in positions and positions[name] is None:
             positions[name] = position
+    if all(position is None for position in positions.values()):
+        return dict.fromkeys(names, value)
     return positions
 
 
@@ -67,8 +70,9 @@ def format_cursor(first: str, positions: dict[str, str]) -> str:
 class Cursor:
     """The positions of one multi-channel stream, and the rewriting of its events."""
 
-    def __init__(self, mailbox: Mailbox) -> None:
+    def __init__(self, mailbox: Mailbox, limit: int | None = None) -> None:
         self.mailbox = mailbox
+        self.limit = limit  # events held while subscribing, as the mailbox's own bound
         self.positions: dict[str, str] = {}
         self.live = False
         self._held: list[tuple[str, bytes]] = []
@@ -130,6 +134,8 @@ class Cursor:
     def offer(self, channel: str, chunk: bytes) -> bool:
         with self._lock:
             if not self.live:
+                if self.limit is not None and len(self._held) >= self.limit:
+                    return False  # as a full mailbox: the broker cuts the stream off
                 self._held.append((channel, chunk))
                 return True
             return self.mailbox.offer(self.rewrite(channel, chunk))

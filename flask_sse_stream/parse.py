@@ -14,10 +14,13 @@ default ``message`` type. A message cut off before its blank line is not returne
 from __future__ import annotations
 
 import codecs
+import re
 
 from .event import Event
 
 __all__ = ["EventParser", "parse_events"]
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 class EventParser:
@@ -25,7 +28,7 @@ class EventParser:
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._buffer = ""
+        self._pieces: list[str] = []  # the unfinished line
         self._first = True
         self._skip_lf = False  # the last chunk ended with CR: a leading LF belongs to it
         self._reset()
@@ -45,26 +48,24 @@ class EventParser:
             self._skip_lf = False
             text = text.removeprefix("\n")
         events: list[Event] = []
-        buffer = self._buffer + text
+        # The unfinished line holds no line break, so only new text is searched, and it
+        # is kept in pieces until a break comes: a long line in many chunks stays linear.
+        if _LINE_END.search(text) is None:
+            if text:
+                self._pieces.append(text)
+            return events
+        self._pieces.append(text)
+        buffer = "".join(self._pieces)
         start = 0
-        i = 0
-        n = len(buffer)
-        while i < n:
-            ch = buffer[i]
-            if ch == "\n" or ch == "\r":
-                line = buffer[start:i]
-                if ch == "\r":
-                    if i + 1 < n:
-                        if buffer[i + 1] == "\n":
-                            i += 1
-                    else:
-                        self._skip_lf = True
-                start = i + 1
-                event = self._line(line)
-                if event is not None:
-                    events.append(event)
-            i += 1
-        self._buffer = buffer[start:]
+        for match in _LINE_END.finditer(buffer, len(buffer) - len(text)):
+            line = buffer[start : match.start()]
+            start = match.end()
+            if match.group() == "\r" and start == len(buffer):
+                self._skip_lf = True  # a CRLF may be split across chunks
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        self._pieces = [buffer[start:]] if start < len(buffer) else []
         return events
 
     def _line(self, line: str) -> Event | None:

@@ -33,10 +33,12 @@ __all__ = ["read_events"]
 _DONE = object()
 
 
-def _pump(body: Iterable[bytes], out: queue.Queue[Any]) -> None:
+def _pump(body: Iterable[bytes], out: queue.Queue[Any], stop: threading.Event) -> None:
     try:
         for chunk in body:
             out.put(chunk)
+            if stop.is_set():
+                break
     except BaseException as exc:  # handed to the test's thread, raised there
         out.put(exc)
     finally:
@@ -50,15 +52,25 @@ def read_events(response: Any, count: int | None = None, timeout: float = 5.0) -
     Reads until ``count`` events came, or, with ``count=None``, until the stream ends or
     ``timeout`` seconds pass without a new event. ``timeout`` also bounds each wait when a
     ``count`` is given: fewer events than asked come back rather than a hang. The response
-    is closed before returning, whatever happened.
+    is closed before returning, whatever happened. A response that is not
+    ``text/event-stream`` (say a 401 JSON error) raises ``ValueError`` naming its status,
+    rather than reading as "no events".
     """
     if count is not None and count < 0:
         raise ValueError("count must be >= 0")
+    if response.mimetype != "text/event-stream":
+        # e.g. a 401 JSON error: an empty list would let a test pass for the wrong reason
+        body = response.get_data()[:200] if response.status_code != 200 else b""
+        response.close()
+        raise ValueError(
+            f"not an event stream: {response.status} {response.content_type!r} {body!r}"
+        )
     parser = EventParser()
     events: list[Event] = []
     chunks: queue.Queue[Any] = queue.Queue()
+    stop = threading.Event()
     reader = threading.Thread(
-        target=_pump, args=(response.response, chunks), daemon=True, name="read_events"
+        target=_pump, args=(response.response, chunks, stop), daemon=True, name="read_events"
     )
     try:
         if count == 0:
@@ -84,7 +96,15 @@ def read_events(response: Any, count: int | None = None, timeout: float = 5.0) -
     finally:
         # In this thread (the one that pushed the request context): closing ends the
         # stream, which wakes the reader thread if it is blocked on the next chunk.
-        response.close()
+        stop.set()
+        try:
+            response.close()
+        except ValueError:
+            # A plain generator (not @sse_stream) is running in the reader thread, and
+            # Python cannot close a running generator: the reader stops after its next
+            # chunk, then it can be closed (its finally: runs).
+            reader.join(timeout)
+            response.close()
         if reader.is_alive():
             reader.join(timeout)
     return events if count is None else events[:count]

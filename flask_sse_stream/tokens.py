@@ -87,10 +87,14 @@ def _payload(token: str) -> dict[str, Any] | None:
         payload = _serializer(current_app).loads(token)
     except BadSignature:
         return None
+    # signed, so made by make_token with this key; checked anyway, so that a token signed
+    # by other code sharing the key and salt is a 401, never a 500
     if (
         not isinstance(payload, dict)
         or not isinstance(payload.get("c"), list)
+        or not all(isinstance(name, str) for name in payload["c"])
         or not isinstance(payload.get("e"), int)
+        or isinstance(payload["e"], bool)
     ):
         return None
     return payload

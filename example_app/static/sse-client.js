@@ -206,6 +206,7 @@ export class FetchEventSource extends EventTarget {
       this.lastError = error; // a network error: resume below
     }
     if (this.readyState === CLOSED) return;
+    this.controller.abort(); // whatever ended the read, let go of this response's connection
     this.failures = this.progress ? 0 : this.failures + 1;
     this.scheduleReconnect();
   }
@@ -281,9 +282,23 @@ export class FetchEventSource extends EventTarget {
 
   emit(event) {
     const handler = this[`on${event.type}`];
-    if (typeof handler === "function") handler.call(this, event);
+    if (typeof handler === "function") {
+      try {
+        handler.call(this, event);
+      } catch (error) {
+        // As with EventSource (and addEventListener listeners): a handler's exception is
+        // reported, and the stream goes on. Thrown through the parser it would end the
+        // read, drop the rest of the chunk and reconnect.
+        report(error);
+      }
+    }
     this.dispatchEvent(event);
   }
+}
+
+function report(error) {
+  if (typeof globalThis.reportError === "function") globalThis.reportError(error);
+  else setTimeout(() => { throw error; });
 }
 
 /**

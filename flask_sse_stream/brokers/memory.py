@@ -86,6 +86,7 @@ class MemoryBroker(Broker):
         self._history_size = history_size
         self._boot = format(time.time_ns() // 1000, "x")
         self._serial = itertools.count(1)
+        self._start = f"{self._boot}.0-0"  # serials count from 1: no channel's prefix
         self._channels: dict[str, _Channel] = {}
         # Publish and subscribe may run on different OS threads even under gevent: a lock
         # of the OS threads, held only for sections that never yield.
@@ -147,12 +148,17 @@ class MemoryBroker(Broker):
             ch.flush_locked()
             prelude = b"" if last_event_id is None else self._replay(ch, last_event_id)
             sub = Subscription(channel, mailbox, self._unsubscribe, prelude)
-            sub.position = f"{ch.prefix}-{ch.last_seq}"
+            # A channel never published to is dropped when its last subscriber leaves and
+            # gets a new prefix when it comes back: its position is this boot's start
+            # marker instead, which any of this boot's channels resumes from its start.
+            sub.position = f"{ch.prefix}-{ch.last_seq}" if ch.last_seq else self._start
             ch.subscribers.add(sub)
         return sub
 
     def _replay(self, ch: _Channel, last_event_id: str) -> bytes:
         prefix, _, seq_text = last_event_id.rpartition("-")
+        if last_event_id == self._start:  # before the channel's first event, in this boot
+            prefix, seq_text = ch.prefix, "0"
         seq = parse_decimal(seq_text, 19)
         first_seq = ch.last_seq - len(ch.history) + 1
         if seq == 0 and prefix.partition(".")[0] == self._boot:

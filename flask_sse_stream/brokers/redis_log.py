@@ -89,7 +89,9 @@ Item = tuple[Position, bytes, bool]  # an entry's position, its encoded bytes, w
 
 def parse_id(entry_id: str) -> Position | None:
     ms, _, seq = entry_id.partition("-")
-    if not (ms.isdigit() and seq.isdigit() and len(ms) < 20 and len(seq) < 20):
+    # isascii: str.isdigit() also takes "²" or "០", which int() refuses (a 500)
+    if not (ms.isascii() and seq.isascii() and ms.isdigit() and seq.isdigit()
+            and len(ms) < 20 and len(seq) < 20):
         return None
     return int(ms), int(seq)
 
@@ -327,6 +329,11 @@ class RedisLog:
                     reset = self._why_not_kept(key, start, first_page=start == after)
             entries += page
             if not full:
+                if reset == "unknown event id" and not entries and after is not None:
+                    # past the stream's end (another server's id, a clock ahead): what
+                    # the stream keeps, as for any unknown id
+                    whole = self.replay(key, None)
+                    return Replay(whole.entries, whole.end, reset)
                 end = entries[-1][0] if entries else (None if reset else after)
                 return Replay(entries, end, reset)
             start = entries[-1][0]

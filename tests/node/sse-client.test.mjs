@@ -356,3 +356,37 @@ test("isHeaderSafe: printable ASCII without edge spaces", () => {
   for (const id of ["", "s:1", "a b", "~!"]) assert.equal(isHeaderSafe(id), true, id);
   for (const id of [" a", "a ", "é", "a\tb", "😀", "\x7f"]) assert.equal(isHeaderSafe(id), false, id);
 });
+
+test("an exception in onmessage is reported; the stream goes on (no reconnect, nothing lost)", async (t) => {
+  const requests = scriptFetch(t, [
+    [200, SSE, "id: 1\ndata: bad\n\nid: 2\ndata: ok\n\n"],
+    [204, SSE, ""],
+  ]);
+  const reported = [];
+  const original = globalThis.reportError;
+  globalThis.reportError = (error) => reported.push(error.message);
+  t.after(() => (globalThis.reportError = original));
+  const got = [];
+  const { log } = await new Promise((resolve, reject) => {
+    const source = new FetchEventSource("http://127.0.0.1:1/x", { retry: 1 });
+    const timer = setTimeout(() => reject(new Error("stuck")), 5000);
+    source.onmessage = (e) => {
+      got.push(e.data);
+      if (e.data === "bad") throw new Error("handler bug");
+    };
+    const log = [];
+    source.addEventListener("error", (e) => {
+      log.push([source.readyState, e.detail?.status]);
+      if (source.readyState === CLOSED) {
+        clearTimeout(timer);
+        resolve({ log });
+      }
+    });
+  });
+  assert.deepEqual(got, ["bad", "ok"]);
+  assert.deepEqual(reported, ["handler bug"]);
+  // one resume, after the body ended, from the last event (not from the one that threw)
+  assert.equal(requests.length, 2);
+  assert.equal(requests[1].headers.get("last-event-id"), "2");
+  assert.deepEqual(log.at(-1), [CLOSED, 204]);
+});
