@@ -322,6 +322,16 @@ class StreamBody:
         return self
 
     def __next__(self) -> bytes:
+        try:
+            return self._next()
+        except StopIteration:
+            # Ended: clean up now rather than only in close(), which a WSGI server always
+            # calls but a test client's unclosed response never does (the view's request
+            # context, pushed again for the stream, would stay current in that thread).
+            self.close()
+            raise
+
+    def _next(self) -> bytes:
         self._writing = False
         if self._pending is not None:
             chunk, self._pending = self._pending, None

@@ -160,14 +160,12 @@ def test_parser_line_ends_across_chunks() -> None:
         assert [e.data for e in events] == ["a\nb"], chunks
 
 
-def test_KNOWN_BUG_sse_stream_get_through_the_test_client_leaks_its_request_context() -> None:
-    """NOT FIXED (core, response.py generator_response): after a test-client GET of an
-    @sse_stream view, buffered or closed, the view's request and app context stay pushed
-    in the caller's thread (generator_response pushes the request context again and
-    pops it from the stream's close, which does not undo it here). Later code in the
-    same thread then sees that app as current_app: `flask sse` commands run through
-    app.test_cli_runner() use the wrong app ("SSE is not set up on this app"), which is
-    why tests/test_cli.py fails after tests/test_core_fast.py in one process."""
+def test_an_sse_stream_read_through_the_test_client_leaves_no_request_context() -> None:
+    """A test-client GET of an @sse_stream view read to its end leaves no request or app
+    context pushed in the caller's thread (the stream's second push is undone when it
+    ends, not only in close(), which an unclosed test response never calls). It used to
+    leak, and later code in the thread saw that app as current_app: `flask sse` through
+    app.test_cli_runner() then said "SSE is not set up on this app"."""
     from flask.globals import _cv_app, _cv_request
 
     app = Flask(__name__)

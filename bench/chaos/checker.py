@@ -60,16 +60,32 @@ class Published:
         return min(later) if later else max(rows, default=0) + 1
 
 
+def stuck(rec: dict[str, Any], heartbeat: float, stalls: list[list[float]]) -> float:
+    """The client's longest silence while connected, less the time this harness's own
+    loop was stalled during it (a client cannot read then); 0 if none was logged."""
+    worst = 0.0
+    for start, end in rec.get("silences", []):
+        overlap = sum(max(0.0, min(end, b) - max(start, a)) for a, b in stalls)
+        worst = max(worst, end - start - overlap)
+    if not rec.get("silences") and not stalls:
+        worst = rec["max_silence"]
+    return worst
+
+
 def check_channel_client(rec: dict[str, Any], pub: Published, final: dict[str, int],
-                         heartbeat: float, out: Counter[str], examples: list[str]) -> None:
+                         heartbeat: float, out: Counter[str], examples: list[str],
+                         stalls: list[list[float]] = []) -> None:  # noqa: B006
     channels = rec["channels"]
     last: dict[str, int | None] = {ch: None for ch in channels}
     seen: dict[str, set[int]] = {ch: set() for ch in channels}
     reset_since: dict[str, bool] = {ch: False for ch in channels}
-    first_open: float | None = None
+    # Where a client's promise starts: its first connection, and again at any connection
+    # it opens with no Last-Event-ID (nothing received yet: like a browser, it starts
+    # afresh, and what was published while it had no position is not owed to it).
+    fresh: dict[str, float | None] = dict.fromkeys(channels)
     for t, what, *rest in rec["log"]:
-        if what == "open" and first_open is None:
-            first_open = t
+        if what == "open" and rest and rest[0] is None:
+            fresh = dict.fromkeys(channels, t)
         elif what == "reset":
             named = None
             with contextlib.suppress(ValueError, AttributeError, IndexError):
@@ -99,7 +115,7 @@ def check_channel_client(rec: dict[str, Any], pub: Published, final: dict[str, i
                 out["out_of_order"] += 1
                 examples.append(f"client {rec['cid']}: {ch} #{n} after #{prev}")
                 continue
-            lo = prev + 1 if prev is not None else pub.first_after(ch, first_open or t)
+            lo = prev + 1 if prev is not None else pub.first_after(ch, fresh[ch] or t)
             missing = pub.promised(ch, lo, n)
             if missing:
                 if reset_since[ch]:
@@ -113,7 +129,7 @@ def check_channel_client(rec: dict[str, Any], pub: Published, final: dict[str, i
             reset_since[ch] = False
     for ch in channels:
         prev = last[ch]
-        lo = prev + 1 if prev is not None else pub.first_after(ch, first_open or math.inf)
+        lo = prev + 1 if prev is not None else pub.first_after(ch, fresh[ch] or math.inf)
         missing = pub.promised(ch, lo, final.get(ch, 0) + 1)
         if missing:
             if reset_since[ch]:
@@ -122,7 +138,7 @@ def check_channel_client(rec: dict[str, Any], pub: Published, final: dict[str, i
                 out["never_received"] += len(missing)
                 examples.append(f"client {rec['cid']}: {ch} #{missing[0]}..#{missing[-1]} "
                                 f"({len(missing)}) never arrived (last #{prev})")
-    if rec["max_silence"] > heartbeat + STUCK_SLACK:
+    if stuck(rec, heartbeat, stalls) > heartbeat + STUCK_SLACK:
         out["stuck"] += 1
         examples.append(f"client {rec['cid']}: silent for {rec['max_silence']:.1f}s, until "
                         f"{_clock(rec.get('max_silence_at'))}")
@@ -134,7 +150,7 @@ def _clock(t: float | None) -> str:
 
 
 def check_chat_client(rec: dict[str, Any], out: Counter[str], examples: list[str],
-                      errors: Counter[str]) -> None:
+                      errors: Counter[str], stalls: list[list[float]] = []) -> None:  # noqa: B006
     replies: list[dict[str, Any]] = []
     for _t, what, *rest in rec["log"]:
         if what == "ask":
@@ -195,7 +211,7 @@ def check_chat_client(rec: dict[str, Any], out: Counter[str], examples: list[str
             else:
                 out["silent_loss"] += 1
                 examples.append(f"client {rec['cid']}: AI SDK text differs from the reply")
-    if rec["max_silence"] > 2.0 + STUCK_SLACK:
+    if stuck(rec, 2.0, stalls) > 2.0 + STUCK_SLACK:
         out["stuck"] += 1
         examples.append(f"client {rec['cid']}: silent for {rec['max_silence']:.1f}s, until "
                         f"{_clock(rec.get('max_silence_at'))}")
@@ -279,14 +295,16 @@ def check(run_dir: Path) -> tuple[str, bool]:
     clients = _rows(run_dir / "clients.jsonl")
     faults = _rows(run_dir / "faults.jsonl")
     samples = _rows(run_dir / "samples.jsonl")
+    stalls = meta.get("harness_stalls", [])
     out: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     examples: list[str] = []
     for rec in clients:
         if rec["kind"] == "ChannelClient":
-            check_channel_client(rec, pub, meta["final"], meta["heartbeat"], out, examples)
+            check_channel_client(rec, pub, meta["final"], meta["heartbeat"], out, examples,
+                                 stalls)
         else:
-            check_chat_client(rec, out, examples, errors)
+            check_chat_client(rec, out, examples, errors, stalls)
     statuses = Counter(row["status"] for rows in pub.by_channel.values()
                        for row in rows.values())
     failed = any(out[k] for k in ("silent_loss", "never_received", "duplicates",
@@ -315,6 +333,9 @@ def check(run_dir: Path) -> tuple[str, bool]:
         "| --- | ---: | ---: | ---: | ---: |",
         *resources(samples, meta["faults_over"]),
     ]
+    lines += ["", f"harness loop stalls over 1 s: {len(stalls)}, "
+                  f"{sum(b - a for a, b in stalls):.1f} s in all (silences overlapping them "
+                  "are not counted as stuck)"]
     if errors:
         lines += ["", "chat replies ended with an error close (the client was told):"]
         lines += [f"- {n} x {e}" for e, n in errors.most_common(8)]

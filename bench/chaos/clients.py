@@ -170,6 +170,7 @@ class Client:
     last_byte: float = 0.0
     max_silence: float = 0.0
     max_silence_at: float = 0.0  # wall time the longest silence ended
+    silences: list[list[float]] = field(default_factory=list)  # [start, end] over 5 s
     stop: bool = False
     refused: int = 0
 
@@ -190,6 +191,9 @@ class Client:
         if self.connected and self.last_byte and now - self.last_byte > self.max_silence:
             self.max_silence = now - self.last_byte
             self.max_silence_at = round(time.time(), 3)
+        if self.connected and self.last_byte and now - self.last_byte > 5.0:
+            end = time.time()
+            self.silences.append([round(end - (now - self.last_byte), 3), round(end, 3)])
         self.last_byte = now
 
     async def pause_if_asked(self) -> None:
@@ -210,7 +214,8 @@ class Client:
     def record(self) -> dict[str, Any]:
         return {"cid": self.cid, "kind": type(self).__name__, "slow": self.slow,
                 "max_silence": round(self.max_silence, 3),
-                "max_silence_at": self.max_silence_at, "refused": self.refused,
+                "max_silence_at": self.max_silence_at, "silences": self.silences,
+                "refused": self.refused,
                 "log": self.log}
 
     async def stream(self, conn: Connection) -> AsyncIterator[Sse]:

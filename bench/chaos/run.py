@@ -74,6 +74,7 @@ class Run:
         self.burst: dict[str, int] = {}
         self.publishing = True
         self.faulting = True
+        self.stalls: list[list[float]] = []  # when this process's own loop lagged
 
     def ports(self) -> list[int]:
         return [s.port for s in self.servers]
@@ -196,6 +197,16 @@ class Run:
 
     # -- sampling --------------------------------------------------------------------------
 
+    async def lag_monitor(self) -> None:
+        """Record when this process's event loop itself lagged (a busy machine): a client
+        cannot read while it does, so such silences are not the servers'."""
+        while True:
+            before = time.time()
+            await asyncio.sleep(0.2)
+            after = time.time()
+            if after - before > 1.0:
+                self.stalls.append([round(before + 0.2, 3), round(after, 3)])
+
     async def sampler(self) -> None:
         while True:
             now = round(time.time(), 3)
@@ -228,6 +239,7 @@ class Run:
         tasks = [asyncio.create_task(c.run()) for c in self.clients]
         publishers = [asyncio.create_task(self.publisher(ch)) for ch in self.channels]
         sampler = asyncio.create_task(self.sampler())
+        lag = asyncio.create_task(self.lag_monitor())
         faults = asyncio.create_task(self.fault_loop())
         started = time.time()
         print(f"chaos: {len(self.clients)} clients, {plan.seconds:.0f} s, seed {plan.seed}, "
@@ -261,9 +273,11 @@ class Run:
             c.stop = True
             c.cut()
         sampler.cancel()
-        await asyncio.gather(*tasks, sampler, return_exceptions=True)
+        lag.cancel()
+        await asyncio.gather(*tasks, sampler, lag, return_exceptions=True)
         meta = {"plan": plan.__dict__, "started": started, "faults_over": faults_over,
-                "final": final, "heartbeat": 2.0, "ports": self.ports()}
+                "final": final, "heartbeat": 2.0, "ports": self.ports(),
+                "harness_stalls": self.stalls}
         self.write(meta)
         for server in self.servers:
             server.stop()
