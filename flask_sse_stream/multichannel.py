@@ -30,6 +30,7 @@ import threading
 from collections.abc import Iterable
 
 from .mailbox import CloseReason, Mailbox
+from .metrics import Counters
 
 __all__ = ["MAX_CHANNELS", "ChannelTap", "Cursor", "format_cursor", "parse_cursor"]
 
@@ -67,8 +68,9 @@ def format_cursor(first: str, positions: dict[str, str]) -> str:
 class Cursor:
     """The positions of one multi-channel stream, and the rewriting of its events."""
 
-    def __init__(self, mailbox: Mailbox) -> None:
+    def __init__(self, mailbox: Mailbox, counters: Counters | None = None) -> None:
         self.mailbox = mailbox
+        self.counters = counters  # for an overflow of the held events (see start)
         self.positions: dict[str, str] = {}
         self.live = False
         self._held: list[tuple[str, bytes]] = []
@@ -123,6 +125,8 @@ class Cursor:
             self.live = True
             for channel, chunk in held:
                 if not self.mailbox.offer(self.rewrite(channel, chunk)):
+                    if self.counters is not None and self.mailbox.reason is None:
+                        self.counters.overflow_disconnects += 1
                     self.mailbox.close(CloseReason.OVERFLOW)
                     break
         return b"".join(parts)
