@@ -162,8 +162,12 @@ class ChannelTap(Mailbox):
         self.channel = channel
 
     def offer(self, chunk: bytes) -> bool:
-        if self.cursor.mailbox.reason is not None:
-            return True  # the stream is ending: nothing more to queue, nothing to report
+        reason = self.cursor.mailbox.reason
+        if reason is not None:
+            # the stream is ending: refused (not counted as delivered), and this tap is
+            # closed with it, so the broker's close that follows is no second overflow
+            self.reason = self.reason or reason
+            return False
         return self.cursor.offer(self.channel, chunk)
 
     def put(self, chunk: bytes, timeout: float | None = None) -> bool:

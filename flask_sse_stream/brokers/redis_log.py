@@ -166,14 +166,17 @@ class Cursor:
 
     def hand(self, payload: bytes, final: bool, count: int = 1) -> None:
         """Queue ``payload`` (``count`` entries) for the follower."""
+        # counted before the offer, so whoever sees the event sees it counted
         counters = self.counters
-        if not self.mailbox.offer(payload):
-            if counters is not None and self.mailbox.reason is None:  # full: an overflow
-                counters.overflow_disconnects += 1
-            self.mailbox.close(CloseReason.OVERFLOW)  # it reconnects and replays
-            return
         if counters is not None:
             counters.delivered += count
+        if not self.mailbox.offer(payload):
+            if counters is not None:
+                counters.delivered -= count
+                if self.mailbox.reason is None:  # full, not closed already: an overflow
+                    counters.overflow_disconnects += 1
+            self.mailbox.close(CloseReason.OVERFLOW)  # it reconnects and replays
+            return
         if final:
             self.mailbox.close(CloseReason.FINISHED)
 
