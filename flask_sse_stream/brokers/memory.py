@@ -31,6 +31,7 @@ __all__ = ["MemoryBroker"]
 
 FANOUT_DELAY = 0.001  # seconds events may wait to share a write; far below any heartbeat
 FANOUT_MAX_BYTES = 64 * 1024  # a batch this big goes out without waiting
+RETIRED_PREFIXES = 10_000  # channels dropped while empty whose ids stay valid
 
 
 class _Channel:
@@ -93,6 +94,10 @@ class MemoryBroker(Broker):
         self._boot = format(time.time_ns() // 1000, "x")
         self._serial = itertools.count(1)
         self._channels: dict[str, _Channel] = {}
+        # Channels never published to are dropped when their last subscriber leaves; a
+        # client may still hold their position (`<prefix>-0`, a multi-channel cursor), so
+        # the channel comes back with the same prefix (bounded: oldest forgotten first).
+        self._retired: dict[str, str] = {}
         # Publish and subscribe may run on different OS threads even under gevent: a lock
         # of the OS threads, held only for sections that never yield.
         self._lock = native_lock()
@@ -100,7 +105,7 @@ class MemoryBroker(Broker):
     def _channel(self, name: str) -> _Channel:
         ch = self._channels.get(name)
         if ch is None:
-            prefix = f"{self._boot}.{next(self._serial):x}"
+            prefix = self._retired.pop(name, None) or f"{self._boot}.{next(self._serial):x}"
             ch = self._channels[name] = _Channel(
                 self._history_size, prefix, self._lock, self.counters
             )
@@ -186,6 +191,9 @@ class MemoryBroker(Broker):
                 ch.loop = None  # the next subscriber's loop serves the channel
             if not ch.subscribers and ch.last_seq == 0:
                 del self._channels[sub.channel]  # never published to: nothing to keep
+                self._retired[sub.channel] = ch.prefix
+                if len(self._retired) > RETIRED_PREFIXES:
+                    del self._retired[next(iter(self._retired))]
 
     def subscriber_counts(self) -> dict[str, int]:
         with self._lock:

@@ -202,3 +202,20 @@ def test_broker_replay_and_live_delivery_directly() -> None:
     assert broker.subscriber_counts() == {}
     broker.publish("c", 6)
     assert mailbox.take(0) is None  # unsubscribed: nothing more arrives
+
+
+def test_a_channel_dropped_while_empty_keeps_its_positions() -> None:
+    """A channel never published to is dropped with its last subscriber; a multi-channel
+    cursor may still hold its position (``<prefix>-0``): resuming from it replays what
+    came since, without a reset."""
+    broker = MemoryBroker(history_size=10)
+    sub = broker.subscribe("quiet", new_mailbox(current(), 8))
+    position = sub.position
+    sub.close()
+    assert broker.subscriber_counts() == {}
+    ids = [broker.publish("quiet", n) for n in range(2)]
+    assert position is not None and ids[0].rsplit("-", 1)[0] == position.rsplit("-", 1)[0]
+    again = broker.subscribe("quiet", new_mailbox(current(), 8), position)
+    replayed = parse(b": ok\n" + again.prelude).events
+    assert [(e.type, e.last_event_id) for e in replayed] == [("message", i) for i in ids]
+    again.close()
