@@ -13,7 +13,7 @@ from .cli import sse_cli
 from .concurrency import current as current_concurrency
 from .gunicorn import check_server
 from .mailbox import CloseReason, Mailbox, new_mailbox
-from .metrics import Counters
+from .metrics import CHAT_CAPS_KEY, Counters
 from .multichannel import MAX_CHANNELS, MAX_NAMES_LENGTH, Cursor, parse_cursor
 from .registry import StreamRegistry
 from .response import SETTINGS_KEY as DEFAULT_STREAM_SETTINGS_KEY
@@ -121,10 +121,15 @@ class SSE:
         ``delivered``, ``resumed``, ``resets``, ``overflow_disconnects`` (what each counts:
         :mod:`flask_sse_stream.metrics`)."""
         state = self._state()
+        caps = current_app.extensions.get(CHAT_CAPS_KEY)  # the chat blueprints', if any
         return {
             "open_streams": len(state.registry),
             "subscribers": state.broker.subscriber_counts(),
             **state.counters.as_dict(),
+            "chat": {
+                "started": getattr(caps, "started", 0),
+                "running": getattr(caps, "running", 0),
+            },
         }
 
 

@@ -17,6 +17,9 @@ What each counts (since the process started):
   reader finds events were trimmed before it read them.
 - ``overflow_disconnects``: streams cut because their queue (``SSE_SUBSCRIBER_QUEUE``)
   overflowed (a stream of several channels counts once).
+- ``chat``: ``{"started": ..., "running": ...}``: generations the app's chat blueprints
+  started in this process, and those running now (a generation whose client dropped
+  runs on through the grace period); zeros without a chat blueprint.
 
 No locks: an increment is a plain ``+=`` on an int. Under gevent it is exact (greenlets
 switch only at I/O, never inside one); with OS threads two racing increments can lose one
@@ -25,9 +28,12 @@ in a rare interleaving, which is fine for monitoring (these are not accounting n
 
 from __future__ import annotations
 
-__all__ = ["COUNTER_NAMES", "Counters"]
+__all__ = ["CHAT_CAPS_KEY", "COUNTER_NAMES", "Counters"]
 
 COUNTER_NAMES = ("published", "delivered", "resumed", "resets", "overflow_disconnects")
+# where the chat blueprints keep their running generations (and how many they started);
+# named here so that ``sse.stats()`` can read them without importing the chat package
+CHAT_CAPS_KEY = "flask_sse_stream.chat.caps"
 
 
 class Counters:

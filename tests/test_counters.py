@@ -14,6 +14,7 @@ from flask import Flask
 
 from flask_sse_stream import SSE
 from flask_sse_stream.brokers.memory import MemoryBroker
+from flask_sse_stream.chat import DemoBackend, create_chat_blueprint
 from flask_sse_stream.concurrency import current
 from flask_sse_stream.mailbox import GeventMailbox
 from flask_sse_stream.metrics import COUNTER_NAMES, Counters
@@ -45,8 +46,29 @@ def test_stats_keep_streams_and_subscribers_and_start_counters_at_zero() -> None
     response = app.test_client().get("/stream?channel=news", buffered=False)
     with app.app_context():
         stats = sse.stats()
-    assert stats == {"open_streams": 1, "subscribers": {"news": 1}, **ZERO}
+    assert stats == {"open_streams": 1, "subscribers": {"news": 1}, **ZERO,
+                     "chat": {"started": 0, "running": 0}}
     response.close()
+
+
+def test_chat_generations_started_and_running() -> None:
+    app, sse = make_app()
+    app.register_blueprint(create_chat_blueprint(DemoBackend(delay=0.02)), url_prefix="/chat")
+    client = app.test_client()
+
+    def chat() -> dict[str, int]:
+        with app.app_context():
+            return sse.stats()["chat"]  # type: ignore[no-any-return]
+
+    events = read_events(client.post("/chat/stream", json={"message": "hi"}, buffered=False))
+    assert events[-1].event == "close"
+    wait_for(lambda: chat() == {"started": 1, "running": 0})  # released as it ends
+    dropped = client.get("/chat/stream?message=hello", buffered=False)
+    assert len(read_events(dropped, count=1)) == 1  # closed after one piece: it runs on
+    assert chat() == {"started": 2, "running": 1}
+    wait_for(lambda: chat() == {"started": 2, "running": 0})
+    assert client.post("/chat/stream", json={}).status_code == 400  # not started
+    assert chat()["started"] == 2
 
 
 def test_published_and_delivered_count_each_event_for_each_subscriber() -> None:
