@@ -5,7 +5,8 @@ add to it where the thing happens (no Flask here, nothing per delivery but an in
 
 What each counts (since the process started):
 
-- ``published``: events this process published (``sse.publish``, ``flask sse publish``).
+- ``published``: events this process published through the broker (``sse.publish``; a
+  ``flask sse publish`` counts in its own process, not in the servers').
 - ``delivered``: live events handed to local subscribers' queues, one per event per
   subscriber (a batch of 5 events handed to 3 subscribers counts 15). History replayed
   from ``Last-Event-ID`` is written ahead of the queue and is not counted. On Redis a
