@@ -13,6 +13,7 @@ from .cli import sse_cli
 from .concurrency import current as current_concurrency
 from .gunicorn import check_server
 from .mailbox import CloseReason, Mailbox, new_mailbox
+from .metrics import CHAT_CAPS_KEY, Counters
 from .multichannel import MAX_CHANNELS, MAX_NAMES_LENGTH, Cursor, parse_cursor
 from .registry import StreamRegistry
 from .response import SETTINGS_KEY as DEFAULT_STREAM_SETTINGS_KEY
@@ -41,6 +42,7 @@ class SSEState:
     registry: StreamRegistry
     authorize: Authorize | None
     settings: Settings
+    counters: Counters  # the broker's: published, delivered, ... (see .metrics)
 
     @property
     def subscriber_queue(self) -> int:
@@ -73,13 +75,17 @@ class SSE:
         settings = settings_for(app, reload=True)
         app.extensions.pop(DEFAULT_STREAM_SETTINGS_KEY, None)  # made from the old config
         init_tokens(app)
-        broker = create_broker(settings.broker_url, history_size=settings.history_size)
+        counters = Counters()
+        broker = create_broker(
+            settings.broker_url, history_size=settings.history_size, counters=counters
+        )
         check_server(broker)  # warns about memory:// under several gunicorn workers, h2
         app.extensions[EXTENSION_KEY] = SSEState(
             broker=broker,
             registry=registry_for(app),
             authorize=self.authorize,
             settings=settings,
+            counters=counters,
         )
         prefix = settings.url_prefix
         if prefix:
@@ -110,12 +116,20 @@ class SSE:
         return make_token(current_app, channels, expires_in)
 
     def stats(self) -> dict[str, Any]:
-        """Open streams (all SSE responses of this app in this process) and local
-        subscribers per channel."""
+        """Open streams (all SSE responses of this app in this process), local
+        subscribers per channel, and this process's cumulative counters: ``published``,
+        ``delivered``, ``resumed``, ``resets``, ``overflow_disconnects`` (what each counts:
+        :mod:`flask_sse_stream.metrics`)."""
         state = self._state()
+        caps = current_app.extensions.get(CHAT_CAPS_KEY)  # the chat blueprints', if any
         return {
             "open_streams": len(state.registry),
             "subscribers": state.broker.subscriber_counts(),
+            **state.counters.as_dict(),
+            "chat": {
+                "started": getattr(caps, "started", 0),
+                "running": getattr(caps, "running", 0),
+            },
         }
 
 
@@ -171,7 +185,7 @@ def _subscribe_one(state: SSEState, channels: list[str], mailbox: Mailbox) -> Su
 
 
 def _subscribe_many(state: SSEState, channels: list[str], mailbox: Mailbox) -> Subscribed:
-    cursor = Cursor(mailbox, limit=state.subscriber_queue)
+    cursor = Cursor(mailbox, state.counters, limit=state.subscriber_queue)
     positions = parse_cursor(last_event_id(), channels)
     subscriptions: list[Subscription] = []
     try:

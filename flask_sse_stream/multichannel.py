@@ -30,6 +30,7 @@ import threading
 from collections.abc import Iterable
 
 from .mailbox import CloseReason, Mailbox
+from .metrics import Counters
 
 __all__ = ["MAX_CHANNELS", "ChannelTap", "Cursor", "format_cursor", "parse_cursor"]
 
@@ -70,8 +71,11 @@ def format_cursor(first: str, positions: dict[str, str]) -> str:
 class Cursor:
     """The positions of one multi-channel stream, and the rewriting of its events."""
 
-    def __init__(self, mailbox: Mailbox, limit: int | None = None) -> None:
+    def __init__(
+        self, mailbox: Mailbox, counters: Counters | None = None, limit: int | None = None
+    ) -> None:
         self.mailbox = mailbox
+        self.counters = counters  # for an overflow of the held events (see start)
         self.limit = limit  # events held while subscribing, as the mailbox's own bound
         self.positions: dict[str, str] = {}
         self.live = False
@@ -127,6 +131,8 @@ class Cursor:
             self.live = True
             for channel, chunk in held:
                 if not self.mailbox.offer(self.rewrite(channel, chunk)):
+                    if self.counters is not None and self.mailbox.reason is None:
+                        self.counters.overflow_disconnects += 1
                     self.mailbox.close(CloseReason.OVERFLOW)
                     break
         return b"".join(parts)
@@ -164,8 +170,12 @@ class ChannelTap(Mailbox):
         self.channel = channel
 
     def offer(self, chunk: bytes) -> bool:
-        if self.cursor.mailbox.reason is not None:
-            return True  # the stream is ending: nothing more to queue, nothing to report
+        reason = self.cursor.mailbox.reason
+        if reason is not None:
+            # the stream is ending: refused (not counted as delivered), and this tap is
+            # closed with it, so the broker's close that follows is no second overflow
+            self.reason = self.reason or reason
+            return False
         return self.cursor.offer(self.channel, chunk)
 
     def put(self, chunk: bytes, timeout: float | None = None) -> bool:

@@ -162,7 +162,37 @@ def check_openai(ns: dict[str, Any]) -> None:
     assert client.get("/v1/models").json["data"][0]["id"] == "my-model"
 
 
+def check_metrics(ns: dict[str, Any]) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    app, sse = ns["app"], ns["sse"]
+
+    def scrape() -> dict[str, float]:
+        response = app.test_client().get("/metrics")
+        assert response.status_code == 200
+        assert response.content_type.startswith("text/plain")
+        return {sample.name: sample.value
+                for family in text_string_to_metric_families(response.get_data(as_text=True))
+                for sample in family.samples}
+
+    before = scrape()
+    with app.app_context():
+        stats = sse.stats()
+    assert before["sse_published_total"] == stats["published"]
+    assert before["sse_open_streams"] == stats["open_streams"]
+    assert {f"sse_{n}_total" for n in
+            ("published", "delivered", "resumed", "resets", "overflow_disconnects")} <= set(before)
+    subscriber = app.test_client().get("/stream?channel=scraped", buffered=False)
+    with app.app_context():
+        sse.publish("x", channel="scraped")
+    assert len(read_events(subscriber, count=1)) == 1
+    after = scrape()
+    assert after["sse_published_total"] == before["sse_published_total"] + 1
+    assert after["sse_delivered_total"] == before["sse_delivered_total"] + 1
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "metrics": check_metrics,
     "ai_sdk": check_ai_sdk,
     "cors": check_cors,
     "openai": check_openai,

@@ -24,7 +24,11 @@ def test_one_instance_serves_several_apps_with_separate_state() -> None:
         ids = [sse.publish({"n": n}, channel="c") for n in range(3)]
     with second.app_context():
         other = sse.publish("x", channel="c")
-        assert sse.stats() == {"open_streams": 0, "subscribers": {}}
+        stats = sse.stats()
+        assert (stats["open_streams"], stats["subscribers"]) == (0, {})
+        assert stats["published"] == 1  # counters are per app too
+    with first.app_context():
+        assert sse.stats()["published"] == 3
     assert ids[0].rsplit("-", 1)[1] == "1" and other.rsplit("-", 1)[1] == "1"
     assert [r.rule for r in first.url_map.iter_rules() if r.endpoint == "sse.channel"] == [
         "/stream"]

@@ -69,6 +69,9 @@ def test_every_resume_reaches_the_newest_event_or_starts_with_reset(
     sub.close()
     assert events[0].type == "reset"
     assert [e.last_event_id for e in events[1:]] == kept
+    counters = broker.counters.as_dict()  # replays are not deliveries
+    assert counters == {"published": burst, "delivered": 0, "resumed": len(points) + 1,
+                        "resets": resets + 1, "overflow_disconnects": 0}
 
 
 class SlowMailbox(ThreadMailbox):
@@ -121,8 +124,11 @@ def test_a_reader_behind_trimming_never_skips_in_silence(make_broker) -> None:
             break
         time.sleep(0.05)  # polling mailboxes the reader fills
     complete = reset = 0
+    sent = {"events": 0, "resets": 0}
     for body in bodies:
         events = parse(body).events
+        sent["events"] += len(events)
+        sent["resets"] += sum(e.type == "reset" for e in events)
         if check_stream(events, ids):
             complete += 1
         else:
@@ -134,6 +140,10 @@ def test_a_reader_behind_trimming_never_skips_in_silence(make_broker) -> None:
           f"reset before their holes, 0 silent gaps")
     assert reset > 0  # the reader did fall behind the trimming (else this proves nothing)
     assert complete + reset == 40
+    # a reader gap's reset goes to every follower, and travels (and counts) as a delivery
+    counters = broker.counters
+    assert (counters.published, counters.resets) == (3000, sent["resets"])
+    assert counters.delivered == sent["events"]
 
 
 def client_count(redis: Server) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..metrics import Counters
 from .base import Broker, BrokerError, Subscription, valid_channel
 
 __all__ = [
@@ -41,13 +42,16 @@ def normalize_url(url: str) -> str:
     return scheme.lower() + sep + rest if sep else url
 
 
-def create_broker(url: str, *, history_size: int = 1000, **options: Any) -> Broker:
-    """Make the broker named by ``url``; raises ``ValueError`` at startup for a bad URL."""
+def create_broker(
+    url: str, *, history_size: int = 1000, counters: Counters | None = None, **options: Any
+) -> Broker:
+    """Make the broker named by ``url``, counting into ``counters`` (a new one if None);
+    raises ``ValueError`` at startup for a bad URL."""
     url = normalize_url(url)
     if broker_kind(url) == "memory":
         from .memory import MemoryBroker
 
-        return MemoryBroker(history_size=history_size)
+        return MemoryBroker(history_size=history_size, counters=counters)
     from .redis import RedisBroker  # imports the optional redis package
 
-    return RedisBroker(url, history_size=history_size, **options)
+    return RedisBroker(url, history_size=history_size, counters=counters, **options)

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..event import Event
 from ..mailbox import CloseReason, Mailbox
+from ..metrics import Counters
 
 __all__ = [
     "Broker",
@@ -54,7 +55,7 @@ class Subscription:
     subscription began (None: the channel has none): resuming from it misses nothing,
     even if this subscription never gets an event (multi-channel streams need it)."""
 
-    __slots__ = ("_unsubscribe", "channel", "mailbox", "position", "prelude")
+    __slots__ = ("_unsubscribe", "channel", "counters", "mailbox", "position", "prelude")
 
     def __init__(
         self,
@@ -62,17 +63,26 @@ class Subscription:
         mailbox: Mailbox,
         unsubscribe: Callable[[Subscription], None],
         prelude: bytes = b"",
+        counters: Counters | None = None,
     ) -> None:
         self.channel = channel
         self.mailbox = mailbox
         self.prelude = prelude
         self.position: str | None = None
+        self.counters = counters
         self._unsubscribe = unsubscribe
 
-    def deliver(self, chunk: bytes) -> None:
-        """Hand one encoded event over; a subscriber whose queue is full is cut off (it can
-        reconnect and replay) instead of growing memory without bound."""
+    def deliver(self, chunk: bytes, count: int = 1) -> None:
+        """Hand ``count`` encoded events over as one chunk; a subscriber whose queue is
+        full is cut off (it can reconnect and replay) instead of growing memory without
+        bound. The broker counted the hand-over as ``delivered`` for every subscriber
+        already (one add per batch): a refusal takes it back."""
         if not self.mailbox.offer(chunk):
+            counters = self.counters
+            if counters is not None:
+                counters.delivered -= count
+                if self.mailbox.reason is None:  # full, not closed already: an overflow
+                    counters.overflow_disconnects += 1
             self.mailbox.close(CloseReason.OVERFLOW)
 
     def close(self) -> None:
@@ -83,8 +93,10 @@ class Broker(ABC):
     """A channel pub/sub with bounded per-channel history.
 
     Implementations encode each event once and hand the same bytes to every local
-    subscriber.
+    subscriber, and keep ``counters`` (see :mod:`..metrics`) up to date.
     """
+
+    counters: Counters
 
     @abstractmethod
     def publish(

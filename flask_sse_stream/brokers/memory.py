@@ -24,6 +24,7 @@ from ..concurrency import EventLoop, native_lock
 from ..concurrency import current as current_concurrency
 from ..event import Event
 from ..mailbox import Mailbox
+from ..metrics import Counters
 from .base import Broker, Subscription, parse_decimal, reset_event
 
 __all__ = ["MemoryBroker"]
@@ -34,6 +35,7 @@ FANOUT_MAX_BYTES = 64 * 1024  # a batch this big goes out without waiting
 
 class _Channel:
     __slots__ = (
+        "counters",
         "history",
         "last_seq",
         "lock",
@@ -44,7 +46,8 @@ class _Channel:
         "subscribers",
     )
 
-    def __init__(self, history_size: int, prefix: str, lock: Any) -> None:
+    def __init__(self, history_size: int, prefix: str, lock: Any, counters: Counters) -> None:
+        self.counters = counters  # the broker's
         self.history: deque[bytes] = deque(maxlen=history_size)
         self.last_seq = 0  # seq of history[-1]; history holds last_seq-len+1 .. last_seq
         self.prefix = prefix  # of this channel's ids: "<boot>.<channel serial>"
@@ -67,6 +70,8 @@ class _Channel:
         if not chunks:
             return
         subscribers = list(self.subscribers)
+        # every hand-over counted at once; Subscription.deliver takes back a refused one
+        self.counters.delivered += len(chunks) * len(subscribers)
         if len(chunks) == 1:
             for sub in subscribers:
                 sub.deliver(chunks[0])
@@ -77,16 +82,16 @@ class _Channel:
             if size >= FANOUT_MAX_BYTES or end == len(chunks):
                 payload = b"".join(chunks[start:end])
                 for sub in subscribers:
-                    sub.deliver(payload)
+                    sub.deliver(payload, end - start)
                 start, size = end, 0
 
 
 class MemoryBroker(Broker):
-    def __init__(self, history_size: int = 1000) -> None:
+    def __init__(self, history_size: int = 1000, counters: Counters | None = None) -> None:
+        self.counters = Counters() if counters is None else counters
         self._history_size = history_size
         self._boot = format(time.time_ns() // 1000, "x")
         self._serial = itertools.count(1)
-        self._start = f"{self._boot}.0-0"  # serials count from 1: no channel's prefix
         self._channels: dict[str, _Channel] = {}
         # Publish and subscribe may run on different OS threads even under gevent: a lock
         # of the OS threads, held only for sections that never yield.
@@ -96,7 +101,9 @@ class MemoryBroker(Broker):
         ch = self._channels.get(name)
         if ch is None:
             prefix = f"{self._boot}.{next(self._serial):x}"
-            ch = self._channels[name] = _Channel(self._history_size, prefix, self._lock)
+            ch = self._channels[name] = _Channel(
+                self._history_size, prefix, self._lock, self.counters
+            )
         return ch
 
     def publish(
@@ -108,6 +115,7 @@ class MemoryBroker(Broker):
             # encoded (so validated) before the id is taken: a refused event leaves none
             chunk = Event(data, event=event, id=event_id, retry=retry).encode()
             ch.last_seq += 1
+            self.counters.published += 1
             if ch.history.maxlen:
                 ch.history.append(chunk)
             if not ch.subscribers:
@@ -146,19 +154,17 @@ class MemoryBroker(Broker):
             # The pending batch is already in the history the replay reads: send it to
             # the current subscribers now, so the new one cannot get it twice.
             ch.flush_locked()
-            prelude = b"" if last_event_id is None else self._replay(ch, last_event_id)
-            sub = Subscription(channel, mailbox, self._unsubscribe, prelude)
-            # A channel never published to is dropped when its last subscriber leaves and
-            # gets a new prefix when it comes back: its position is this boot's start
-            # marker instead, which any of this boot's channels resumes from its start.
-            sub.position = f"{ch.prefix}-{ch.last_seq}" if ch.last_seq else self._start
+            prelude = b""
+            if last_event_id is not None:
+                self.counters.resumed += 1
+                prelude = self._replay(ch, last_event_id)
+            sub = Subscription(channel, mailbox, self._unsubscribe, prelude, self.counters)
+            sub.position = f"{ch.prefix}-{ch.last_seq}"
             ch.subscribers.add(sub)
         return sub
 
     def _replay(self, ch: _Channel, last_event_id: str) -> bytes:
         prefix, _, seq_text = last_event_id.rpartition("-")
-        if last_event_id == self._start:  # before the channel's first event, in this boot
-            prefix, seq_text = ch.prefix, "0"
         seq = parse_decimal(seq_text, 19)
         first_seq = ch.last_seq - len(ch.history) + 1
         if seq == 0 and prefix.partition(".")[0] == self._boot:
@@ -167,12 +173,13 @@ class MemoryBroker(Broker):
             # still empty): everything kept follows it
             prefix = ch.prefix
         if prefix != ch.prefix or seq is None or seq > ch.last_seq:
-            return reset_event(last_event_id, "unknown event id") + b"".join(ch.history)
-        if seq < first_seq - 1:
-            return reset_event(last_event_id, "event id older than the history") + b"".join(
-                ch.history
-            )
-        return b"".join(list(ch.history)[seq - first_seq + 1 :])
+            why = "unknown event id"
+        elif seq < first_seq - 1:
+            why = "event id older than the history"
+        else:
+            return b"".join(list(ch.history)[seq - first_seq + 1 :])
+        self.counters.resets += 1
+        return reset_event(last_event_id, why) + b"".join(ch.history)
 
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
@@ -183,7 +190,9 @@ class MemoryBroker(Broker):
             if not ch.subscribers:
                 ch.loop = None  # the next subscriber's loop serves the channel
             if not ch.subscribers and ch.last_seq == 0:
-                del self._channels[sub.channel]  # never published to: nothing to keep
+                # never published to: nothing to keep (a position `<boot>.<serial>-0` it
+                # handed out stays valid: see _replay)
+                del self._channels[sub.channel]
 
     def subscriber_counts(self) -> dict[str, int]:
         with self._lock:

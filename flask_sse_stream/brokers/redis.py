@@ -22,6 +22,7 @@ from typing import Any
 
 from ..event import Event, data_text
 from ..mailbox import Mailbox
+from ..metrics import Counters
 from .base import Broker, Subscription, reset_event
 from .redis_log import Cursor, RedisLog, text
 
@@ -70,7 +71,9 @@ class RedisBroker(Broker):
         key_prefix: str = "sse:",
         connect_timeout: float = 2.0,
         timeout: float = 5.0,
+        counters: Counters | None = None,
     ) -> None:
+        self.counters = Counters() if counters is None else counters
         self.history_size = history_size
         self.maxlen = max(history_size, 1)
         self.key_prefix = key_prefix
@@ -92,7 +95,9 @@ class RedisBroker(Broker):
             fields["r"] = retry
         if not fields:
             fields["_"] = ""  # an entry needs a field; this one encodes to an id-only event
-        return self.log.append(self.key(channel), fields, maxlen=self.maxlen)
+        entry_id = self.log.append(self.key(channel), fields, maxlen=self.maxlen)
+        self.counters.published += 1
+        return entry_id
 
     def open_cursor(
         self, channel: str, mailbox: Mailbox, last_event_id: str | None = None
@@ -102,7 +107,7 @@ class RedisBroker(Broker):
         cursors may share a mailbox (a stream of several channels)."""
         reader = self.log.reader
         key = self.key(channel)
-        cursor = Cursor(mailbox, replaying=last_event_id is not None)
+        cursor = Cursor(mailbox, replaying=last_event_id is not None, counters=self.counters)
         reader.join(key, cursor, ChannelCodec, self.maxlen)
         if last_event_id is None:
             return cursor, b""
@@ -112,7 +117,9 @@ class RedisBroker(Broker):
             reader.leave(cursor)
             raise
         prelude = b"".join(_encode_entry(entry_id, fields) for entry_id, fields in replay.entries)
+        self.counters.resumed += 1
         if replay.reset is not None:
+            self.counters.resets += 1
             prelude = reset_event(last_event_id, replay.reset) + prelude
         reader.go_live(cursor, replay.end)
         if replay.end is not None:
@@ -123,7 +130,9 @@ class RedisBroker(Broker):
         self, channel: str, mailbox: Mailbox, last_event_id: str | None = None
     ) -> Subscription:
         cursor, prelude = self.open_cursor(channel, mailbox, last_event_id)
-        sub = _RedisSubscription(channel, mailbox, self._unsubscribe, prelude, cursor=cursor)
+        sub = _RedisSubscription(
+            channel, mailbox, self._unsubscribe, prelude, self.counters, cursor=cursor
+        )
         sub.position = cursor.position
         return sub
 

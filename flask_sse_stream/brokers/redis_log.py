@@ -53,6 +53,7 @@ from redis.retry import Retry
 from ..concurrency import Concurrency
 from ..concurrency import current as current_concurrency
 from ..mailbox import CloseReason, Mailbox
+from ..metrics import Counters
 from .base import BrokerError
 
 __all__ = [
@@ -149,12 +150,15 @@ class Cursor:
     ``held`` is a list while the follower's replay runs (live entries wait there);
     afterwards ``floor`` is the last replayed position while the reader is behind it.
     A multi-key subscription can own one cursor per key, all on the same mailbox.
+    ``counters`` (a channel subscriber's; None for chat followers) counts its hand-overs.
     """
 
-    __slots__ = ("feed", "floor", "held", "mailbox", "position")
+    __slots__ = ("counters", "feed", "floor", "held", "mailbox", "position")
 
-    def __init__(self, mailbox: Mailbox, *, replaying: bool) -> None:
+    def __init__(self, mailbox: Mailbox, *, replaying: bool,
+                 counters: Counters | None = None) -> None:
         self.mailbox = mailbox
+        self.counters = counters
         # the id after which this cursor gets the key's entries: where the feed stood when
         # it joined, then the end of its replay (a stream of several channels needs it)
         self.position: str | None = None
@@ -162,17 +166,28 @@ class Cursor:
         self.held: list[tuple[Position, bytes, bool]] | None = [] if replaying else None
         self.floor: Position | None = None
 
-    def hand(self, payload: bytes, final: bool) -> None:
+    def hand(self, payload: bytes, final: bool, count: int = 1) -> None:
+        """Queue ``payload`` (``count`` entries) for the follower."""
+        # counted before the offer, so whoever sees the event sees it counted
+        counters = self.counters
+        if counters is not None:
+            counters.delivered += count
         if not self.mailbox.offer(payload):
+            if counters is not None:
+                counters.delivered -= count
+                if self.mailbox.reason is None:  # full, not closed already: an overflow
+                    counters.overflow_disconnects += 1
             self.mailbox.close(CloseReason.OVERFLOW)  # it reconnects and replays
-        elif final:
+            return
+        if final:
             self.mailbox.close(CloseReason.FINISHED)
 
 
 def _hand_items(cursor: Cursor, items: list[tuple[Position, bytes, bool]]) -> None:
     if items:
         chunks = [chunk for _p, chunk, _f in items]
-        cursor.hand(chunks[0] if len(chunks) == 1 else b"".join(chunks), items[-1][2])
+        payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        cursor.hand(payload, items[-1][2], len(chunks))
 
 
 class Feed:
@@ -686,6 +701,10 @@ class Reader:
             feed.last_id, feed.position = last_id, parse_id(last_id) or ZERO
             if not items:
                 return 0
+            if gap:  # the gap's reset goes to each follower (counted for channels)
+                for cursor in feed.cursors:
+                    if cursor.counters is not None:
+                        cursor.counters.resets += 1
             # the live ones before this batch: a cursor that catches up below already got
             # its part of the batch, and must not get the rest twice
             live = feed.snapshot
@@ -718,5 +737,6 @@ def _flush(groups: list[tuple[tuple[Cursor, ...], list[Item]]]) -> None:
         chunks = [chunk for _p, chunk, _f in items]
         payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         final = items[-1][2]
+        count = len(items)
         for cursor in live:
-            cursor.hand(payload, final)
+            cursor.hand(payload, final, count)

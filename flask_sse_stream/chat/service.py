@@ -26,6 +26,7 @@ from werkzeug.routing import BaseConverter
 from ..brokers.base import BrokerError
 from ..concurrency import current as current_concurrency
 from ..mailbox import Mailbox, new_mailbox
+from ..metrics import CHAT_CAPS_KEY
 from ..response import StreamSettings, refuse_stream, registry_for, stream_response
 from ..settings import CHAT_DEFAULTS, Settings, settings_for
 from .backends import ChatBackend
@@ -43,7 +44,7 @@ __all__ = [
 
 Authorize = Callable[[Request], "bool | str | None"]
 
-CAPS_KEY = "flask_sse_stream.chat.caps"
+CAPS_KEY = CHAT_CAPS_KEY  # read by sse.stats() too
 CAP_RETRY_AFTER = 5  # seconds: a generation typically ends within that
 
 
@@ -72,6 +73,7 @@ class GenerationCaps:
         self.total = total
         self.per_caller = per_caller
         self.running = 0
+        self.started = 0  # cumulative, for sse.stats()
         self.by_caller: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -232,6 +234,7 @@ class GenerationRoutes:
         except BaseException:
             caps.release(caller.key)
             raise
+        caps.started += 1
         return stream_id
 
     def follow(
