@@ -17,6 +17,7 @@ import functools
 import logging
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, overload
@@ -223,6 +224,7 @@ class StreamBody:
         "_closed",
         "_deadline",
         "_finished",
+        "_iterating_in",
         "_last_write",
         "_on_close",
         "_pending",
@@ -260,6 +262,7 @@ class StreamBody:
             self._deadline = time.monotonic() + settings.max_seconds * random.uniform(0.85, 1.0)
         self._cancel_watch: Callable[[], None] | None = None
         self._sock = sock
+        self._iterating_in = threading.get_ident()  # the request's thread (or greenlet)
         conc = concurrency or _concurrency.current()
         # Under gevent the registry's one timer sends heartbeats, ends expired streams and
         # cuts writes that stay stuck (tick); with threads each wait has its own timeout.
@@ -328,7 +331,9 @@ class StreamBody:
             # Ended: clean up now rather than only in close(), which a WSGI server always
             # calls but a test client's unclosed response never does (the view's request
             # context, pushed again for the stream, would stay current in that thread).
-            self.close()
+            # Only in the request's own thread: the context can be popped only there.
+            if threading.get_ident() == self._iterating_in:
+                self.close()
             raise
 
     def _next(self) -> bytes:
