@@ -155,6 +155,11 @@ class MemoryBroker(Broker):
         prefix, _, seq_text = last_event_id.rpartition("-")
         seq = parse_decimal(seq_text, 19)
         first_seq = ch.last_seq - len(ch.history) + 1
+        if seq == 0 and prefix != ch.prefix and self._recreated(prefix, ch.prefix):
+            # The client was at the start of an earlier incarnation of this channel: it
+            # was dropped with its last subscriber because nothing was ever published to
+            # it, so everything since is this channel's history (if it is all still there).
+            prefix = ch.prefix
         if prefix != ch.prefix or seq is None or seq > ch.last_seq:
             return reset_event(last_event_id, "unknown event id") + b"".join(ch.history)
         if seq < first_seq - 1:
@@ -162,6 +167,17 @@ class MemoryBroker(Broker):
                 ch.history
             )
         return b"".join(list(ch.history)[seq - first_seq + 1 :])
+
+    def _recreated(self, old: str, new: str) -> bool:
+        """True if prefix ``old`` names an earlier channel of this process than ``new``
+        (so one dropped as never published to: the only way a channel goes away)."""
+        boot = self._boot + "."
+        if not (old.startswith(boot) and new.startswith(boot)):
+            return False
+        try:
+            return int(old[len(boot) :], 16) < int(new[len(boot) :], 16)
+        except ValueError:
+            return False
 
     def _unsubscribe(self, sub: Subscription) -> None:
         with self._lock:

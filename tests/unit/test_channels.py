@@ -199,3 +199,24 @@ def test_broker_replay_and_live_delivery_directly() -> None:
     assert broker.subscriber_counts() == {}
     broker.publish("c", 6)
     assert mailbox.take(0) is None  # unsubscribed: nothing more arrives
+
+
+def test_a_position_at_the_start_of_a_dropped_empty_channel_replays_all_since() -> None:
+    """A channel nobody published to is dropped with its last subscriber; a client that
+    resumes from its start position ("<prefix>-0") gets everything published since under
+    the new incarnation, with no reset (nothing of the old one existed). Another process's
+    prefix, or a position past the start, is still a reset."""
+    broker = MemoryBroker(history_size=10)
+    mailbox = new_mailbox(current(), 10)
+    first = broker.subscribe("empty", mailbox)
+    start = first.position
+    assert start is not None and start.endswith("-0")
+    first.close()  # the channel is dropped: nothing was ever published to it
+    broker.publish("empty", "a")
+    broker.publish("empty", "b")
+    again = broker.subscribe("empty", new_mailbox(current(), 10), start)
+    assert [e.data for e in parse(again.prelude).events] == ["a", "b"]
+    foreign = broker.subscribe("empty", new_mailbox(current(), 10), "1234.1-0")
+    assert parse(foreign.prelude).events[0].type == "reset"
+    past = broker.subscribe("empty", new_mailbox(current(), 10), start[:-1] + "1")
+    assert parse(past.prelude).events[0].type == "reset"
