@@ -149,7 +149,10 @@ class _Gevent:
         raw = getattr(sock, "_sock", None)  # gevent's socket wraps the real one
         if not isinstance(raw, _socket.socket) or hasattr(sock, "do_handshake"):
             return None  # not a plain socket, or TLS (the bytes must go through it)
-        return DirectSocket(sock, raw, gevent.get_hub().loop)
+        loop = gevent.get_hub().loop
+        if not (hasattr(loop, "pendingcnt") and hasattr(loop, "_callbacks")):
+            return None  # a loop (not libev's) whose lag cannot be read: the writer's path
+        return DirectSocket(sock, raw, loop)
 
 
 # Callbacks and fired watchers waiting in one loop iteration above which the loop counts

@@ -234,7 +234,7 @@ def _direct_socket(
         and environ.get("gunicorn.socket") is sock
         and str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn")
         and environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
-        and environ.get("REQUEST_METHOD") == "GET"
+        and environ.get("REQUEST_METHOD") != "HEAD"
         and environ.get("wsgi.url_scheme") == "http"
     ):
         return None
