@@ -86,6 +86,14 @@ SERVER_SPECS: dict[str, ServerSpec] = {
             ours=True,
         ),
         ServerSpec(
+            "ours-mem-wsgi",
+            "gunicorn",
+            "ours_app:app",
+            env={"BENCH_BROKER_URL": "memory://", "BENCH_DIRECT_WRITE": "0"},
+            ours=True,
+            note="ours-mem with SSE_DIRECT_WRITE off: every write through the WSGI path",
+        ),
+        ServerSpec(
             "ours-mem-2w",
             "gunicorn",
             "ours_app:app",

@@ -14,6 +14,7 @@ memory broker reach the event loop through :class:`EventLoop`, :func:`wait` and
 
 from __future__ import annotations
 
+import _socket
 import contextvars
 import select
 import socket
@@ -29,6 +30,7 @@ from gevent.hub import Waiter
 
 __all__ = [
     "Concurrency",
+    "DirectSocket",
     "EventLoop",
     "Task",
     "Waiter",
@@ -60,6 +62,10 @@ class Concurrency(Protocol):
 
     def watch_eof(self, sock: Any, callback: Callable[[], None]) -> Callable[[], None] | None:
         """Call ``callback`` (once) when the peer closes ``sock``; return a canceller."""
+
+    def direct_socket(self, sock: Any) -> DirectSocket | None:
+        """Non-blocking writes to ``sock`` from any greenlet of this loop, or None where
+        that is not possible (threads, TLS, not a socket)."""
 
 
 # --------------------------------------------------------------------------- threads
@@ -96,6 +102,9 @@ class _Threads:
 
     def watch_eof(self, sock: Any, callback: Callable[[], None]) -> Callable[[], None] | None:
         return None  # threads poll with peer_closed() at each heartbeat instead
+
+    def direct_socket(self, sock: Any) -> DirectSocket | None:
+        return None
 
 
 # --------------------------------------------------------------------------- gevent
@@ -135,6 +144,54 @@ class _Gevent:
         watcher = gevent.get_hub().loop.io(fd, 1)  # 1 = EV_READ
         watcher.start(_EofCheck(sock, callback, watcher))
         return watcher.close  # type: ignore[no-any-return]  # stops and releases it
+
+    def direct_socket(self, sock: Any) -> DirectSocket | None:
+        raw = getattr(sock, "_sock", None)  # gevent's socket wraps the real one
+        if not isinstance(raw, _socket.socket) or hasattr(sock, "do_handshake"):
+            return None  # not a plain socket, or TLS (the bytes must go through it)
+        loop = gevent.get_hub().loop
+        if not (hasattr(loop, "pendingcnt") and hasattr(loop, "_callbacks")):
+            return None  # a loop (not libev's) whose lag cannot be read: the writer's path
+        return DirectSocket(sock, raw, loop)
+
+
+# Callbacks and fired watchers waiting in one loop iteration above which the loop counts
+# as lagging: a direct write then yields to the writer, which coalesces what piles up.
+BUSY_LOOP = 24
+
+
+class DirectSocket:
+    """Writes to a client socket without the writer greenlet (gevent only).
+
+    ``send`` is one non-blocking ``send()`` on the OS socket under gevent's wrapper, from
+    whichever greenlet calls it (a producer, the fan-out loop, the heartbeat timer): it
+    never switches. ``sendall`` is the blocking write of a greenlet that may wait (the
+    stream's writer finishing a partly sent frame). ``busy`` says the loop is lagging.
+    """
+
+    __slots__ = ("_loop", "_raw", "_sock")
+
+    def __init__(self, sock: Any, raw: _socket.socket, loop: Any) -> None:
+        self._sock = sock
+        self._raw = raw
+        self._loop = loop
+
+    def busy(self) -> bool:
+        """True when many callbacks or fired watchers wait in this loop iteration (the
+        process is saturated): writes are better left to the writers, which batch."""
+        loop = self._loop
+        return len(loop._callbacks) + loop.pendingcnt > BUSY_LOOP  # type: ignore[no-any-return]
+
+    def send(self, data: bytes) -> int:
+        """Bytes taken (0 if the socket's buffer is full); OSError if the socket failed."""
+        try:
+            return self._raw.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+
+    def sendall(self, data: bytes) -> None:
+        """Write all of ``data``, waiting (this greenlet only) while the buffer is full."""
+        self._sock.sendall(data)
 
 
 class _EofCheck:

@@ -21,6 +21,7 @@ import contextlib
 import enum
 import queue
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .concurrency import Concurrency, Waiter, wait, wake
@@ -95,15 +96,23 @@ def new_mailbox(concurrency: Concurrency, maxsize: int) -> Mailbox:
 class GeventMailbox(Mailbox):
     """One slot, ``_waiter``, serves the reader blocked in ``take()`` and the producer
     blocked in ``put()``: they never wait at once (the reader waits only while the list is
-    empty, the producer only while it is full), and both treat a wake-up as "look again"."""
+    empty, the producer only while it is full), and both treat a wake-up as "look again".
 
-    __slots__ = ("_items", "_maxsize", "_waiter")
+    So "the slot is taken and nothing is queued" means exactly "the reader is parked in
+    ``take()`` and nothing is being or waits to be written": then an ``offer`` may hand the
+    chunk to ``direct`` (set by a response that can write it itself without blocking)
+    instead of queueing it and waking the reader. Every wake-up and every timeout clears
+    the slot, so a reader on its way back, or busy writing, never counts as parked."""
+
+    __slots__ = ("_items", "_maxsize", "_waiter", "direct")
 
     def __init__(self, maxsize: int) -> None:
         super().__init__()
         self._items: list[bytes] = []
         self._maxsize = maxsize
         self._waiter: Any = None  # the Waiter of the one greenlet blocked on this mailbox
+        # Writes a chunk now, in the caller; False if it cannot (then it is queued).
+        self.direct: Callable[[bytes], bool] | None = None
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -115,6 +124,10 @@ class GeventMailbox(Mailbox):
         items = self._items
         if len(items) >= self._maxsize or self.reason is not None:
             return False
+        if not items and self._waiter is not None and chunk:  # END never goes direct
+            direct = self.direct
+            if direct is not None and direct(chunk):
+                return True
         items.append(chunk)
         self._wake()  # a waiting reader (no producer waits while there is room)
         return True
@@ -129,6 +142,10 @@ class GeventMailbox(Mailbox):
                     self._waiter = None
                 return False
         return False
+
+    def wake_reader(self) -> None:
+        """Wake a reader parked in ``take()`` (it returns None if nothing was queued)."""
+        self._wake()
 
     def close(self, reason: CloseReason) -> None:
         if self._closing(reason):

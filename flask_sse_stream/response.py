@@ -27,7 +27,7 @@ from flask.globals import request_ctx
 
 from . import concurrency as _concurrency
 from .event import encode_comment, encode_retry, to_bytes
-from .mailbox import END, CloseReason, Mailbox, new_mailbox
+from .mailbox import END, CloseReason, GeventMailbox, Mailbox, new_mailbox
 from .registry import StreamRegistry
 from .settings import DEFAULTS, settings_for
 
@@ -81,6 +81,7 @@ class StreamSettings:
     ``StreamSettings.default()`` is the shared instance for responses without overrides."""
 
     __slots__ = (
+        "direct_write",
         "headers",
         "heartbeat",
         "max_seconds",
@@ -103,6 +104,7 @@ class StreamSettings:
         self.max_seconds: float | None = config.max_stream_seconds
         self.shutdown_retry: int = config.shutdown_retry_ms
         self.write_timeout: float | None = config.write_timeout
+        self.direct_write: bool = config.direct_write
 
     @classmethod
     def default(cls) -> StreamSettings:
@@ -215,14 +217,49 @@ def _tune_socket(sock: Any, heartbeat: float | None) -> None:
         pass  # not a TCP socket (unix socket, test client): nothing to tune
 
 
+def _direct_socket(
+    environ: dict[str, Any], sock: Any, settings: StreamSettings, conc: _concurrency.Concurrency
+) -> _concurrency.DirectSocket | None:
+    """The socket this response may write its chunks to itself, or None (the WSGI path).
+
+    Only on gunicorn's gevent worker (``gunicorn.socket`` is set by gunicorn's own HTTP
+    handling, not by its gevent_pywsgi worker), plain HTTP, HTTP/1.1 and not HEAD: exactly
+    where gunicorn sends a body without ``Content-Length`` as ``Transfer-Encoding:
+    chunked``, so a chunk written straight to the socket is framed as gunicorn frames it.
+    Custom ``Content-Length``/``Transfer-Encoding`` headers change that framing: not then.
+    """
+    if not (
+        settings.direct_write
+        and conc.cooperative
+        and sock is not None
+        and environ.get("gunicorn.socket") is sock
+        and str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn")
+        and environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+        and environ.get("REQUEST_METHOD") != "HEAD"
+        and environ.get("wsgi.url_scheme") == "http"
+    ):
+        return None
+    if any(k.lower() in ("content-length", "transfer-encoding") for k in settings.headers):
+        return None
+    return conc.direct_socket(sock)
+
+
 class StreamBody:
-    """The WSGI iterable of one open stream."""
+    """The WSGI iterable of one open stream.
+
+    With a ``direct`` socket (gunicorn's gevent worker, see :func:`_direct_socket`), a
+    chunk that reaches the mailbox while the writer is parked with nothing queued is
+    written at once by whoever offers it (:meth:`direct_write`), skipping the hand-over
+    to the writer greenlet and the server's write path; the writer takes over whenever
+    that is not possible or the loop is lagging.
+    """
 
     __slots__ = (
         "__weakref__",
         "_cancel_watch",
         "_closed",
         "_deadline",
+        "_direct",
         "_finished",
         "_iterating_in",
         "_last_write",
@@ -231,6 +268,7 @@ class StreamBody:
         "_registry",
         "_settings",
         "_sock",
+        "_tail",
         "_writing",
         "mailbox",
         "tick_interval",
@@ -247,6 +285,7 @@ class StreamBody:
         sock: Any = None,
         concurrency: _concurrency.Concurrency | None = None,
         reserved: bool = False,
+        direct: _concurrency.DirectSocket | None = None,
     ) -> None:
         self.mailbox = mailbox
         self._settings = settings
@@ -274,6 +313,11 @@ class StreamBody:
             )
         self._last_write = time.monotonic()  # when the last chunk was handed to the server
         self._writing = False  # True from handing a chunk over until the server asks again
+        self._tail: bytes | None = None  # the unsent rest of a partial direct write
+        self._direct = None
+        if direct is not None and isinstance(mailbox, GeventMailbox):
+            self._direct = direct
+            mailbox.direct = self.direct_write
         if sock is not None:
             _tune_socket(sock, settings.heartbeat)
             # None: no event loop to watch it, so __next__ checks it at each heartbeat
@@ -297,6 +341,52 @@ class StreamBody:
         if beat is not None and now - self._last_write >= beat:
             self._last_write = now  # one ping per interval, however soon the writer runs
             self.mailbox.offer(HEARTBEAT)
+
+    def direct_write(self, chunk: bytes) -> bool:
+        """Write ``chunk`` now, from the caller (a producer, the fan-out, the heartbeat
+        timer); False to have it queued for the writer instead.
+
+        The mailbox calls this only while the writer is parked in ``take()`` with nothing
+        queued: nothing is being written or waits to be, so order is kept. The chunk is
+        framed as gunicorn frames it and sent with one non-blocking ``send()``. Nothing
+        taken (full buffer, failed socket) or a lagging loop: False, the writer's usual
+        path handles it (and its errors). Part taken: the rest is the writer's, woken to
+        send it before anything else; meanwhile the stream counts as writing, so a client
+        cut off as too slow or stuck past ``SSE_WRITE_TIMEOUT`` has its socket shut.
+        """
+        direct = self._direct
+        if direct is None or direct.busy():
+            return False
+        frame = b"%X\r\n%s\r\n" % (len(chunk), chunk)
+        try:
+            sent = direct.send(frame)
+        except OSError:
+            return False
+        if not sent:
+            return False
+        self._last_write = time.monotonic()
+        if sent < len(frame):
+            self._tail = frame[sent:]
+            self._writing = True
+            self.mailbox.wake_reader()  # type: ignore[attr-defined]  # a GeventMailbox
+        return True
+
+    def _flush_tail(self) -> bool:
+        """In the writer: send the rest of a partial direct write (waiting for the
+        client). False if the socket failed or was shut (too slow, stuck, gone): the
+        stream ends with no further byte, since nothing may follow half a frame."""
+        tail, self._tail = self._tail, None
+        direct = self._direct
+        if tail is None or direct is None:
+            return True
+        self._writing = True
+        try:
+            direct.sendall(tail)
+        except OSError:
+            return False
+        finally:
+            self._writing = False
+        return True
 
     def _peer_left(self) -> None:
         self.mailbox.close(CloseReason.DISCONNECTED)
@@ -349,6 +439,8 @@ class StreamBody:
                 return self._finish(mailbox.reason, mailbox.drain())
             if self.tick_interval is not None:
                 chunks = mailbox.take(None)  # heartbeats arrive as chunks, from tick()
+                if self._tail is not None and not self._flush_tail():
+                    return self._finish(CloseReason.DISCONNECTED, [])
                 if chunks is None:
                     continue  # (only a timeout returns None)
             else:
@@ -360,6 +452,8 @@ class StreamBody:
                         continue
                     timeout = remaining if timeout is None else min(timeout, remaining)
                 chunks = mailbox.take(timeout)
+                if self._tail is not None and not self._flush_tail():
+                    return self._finish(CloseReason.DISCONNECTED, [])
                 if chunks is None:
                     sock = self._sock
                     if (
@@ -407,6 +501,9 @@ class StreamBody:
         self._closed = True
         self._finished = True
         self._writing = False
+        self._direct = None
+        if isinstance(self.mailbox, GeventMailbox):
+            self.mailbox.direct = None
         if self._cancel_watch is not None:
             self._cancel_watch()
         if self.mailbox.reason in _RECONNECT and self._sock is not None:
@@ -441,15 +538,18 @@ def stream_response(
     reserved = environ.get(SLOT_KEY) is registry
     if reserved:
         del environ[SLOT_KEY]
+    sock = _client_socket(environ)
+    conc = concurrency or _concurrency.current()
     body = StreamBody(
         mailbox,
         settings,
         registry,
         prelude=prelude,
         on_close=on_close,
-        sock=_client_socket(environ),
-        concurrency=concurrency,
+        sock=sock,
+        concurrency=conc,
         reserved=reserved,
+        direct=_direct_socket(environ, sock, settings, conc),
     )
     environ[BODY_KEY] = body
     response = Response(body, status=200, mimetype="text/event-stream")

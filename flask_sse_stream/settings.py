@@ -41,6 +41,7 @@ SSE_DEFAULTS: dict[str, Any] = {
     "SSE_MAX_STREAM_SECONDS": None,
     "SSE_SHUTDOWN_RETRY_MS": 1000,
     "SSE_WRITE_TIMEOUT": 30.0,
+    "SSE_DIRECT_WRITE": True,
 }
 
 CHAT_DEFAULTS: dict[str, Any] = {
@@ -104,6 +105,23 @@ def _seconds(nullable: bool = True) -> Callable[[str, Any], Any]:
     )
 
 
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def _bool(key: str, value: Any) -> bool:
+    """A bool, or one of the usual words for one (from an environment variable)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    raise ValueError(f"{key} must be true or false, not {value!r}")
+
+
 def _broker_url(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{key} must be a URL string, not {value!r}")
@@ -128,6 +146,7 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "SSE_MAX_STREAM_SECONDS": _seconds(),
     "SSE_SHUTDOWN_RETRY_MS": _int(),
     "SSE_WRITE_TIMEOUT": _seconds(),
+    "SSE_DIRECT_WRITE": _bool,
     "CHAT_MAX_CHARS": _int(minimum=1),
     "CHAT_MAX_MESSAGES": _int(minimum=1),
     "CHAT_MAX_BODY_BYTES": _int(minimum=1),
@@ -155,6 +174,7 @@ class Settings:
     max_stream_seconds: float | None
     shutdown_retry_ms: int
     write_timeout: float | None
+    direct_write: bool
     chat_max_chars: int
     chat_max_messages: int
     chat_max_body_bytes: int
@@ -189,6 +209,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         max_stream_seconds=values["SSE_MAX_STREAM_SECONDS"] or None,
         shutdown_retry_ms=values["SSE_SHUTDOWN_RETRY_MS"],
         write_timeout=values["SSE_WRITE_TIMEOUT"] or None,
+        direct_write=values["SSE_DIRECT_WRITE"],
         chat_max_chars=values["CHAT_MAX_CHARS"],
         chat_max_messages=values["CHAT_MAX_MESSAGES"],
         chat_max_body_bytes=values["CHAT_MAX_BODY_BYTES"],

@@ -84,6 +84,8 @@ def test_flask_env_json_values_are_coerced(monkeypatch: pytest.MonkeyPatch) -> N
     ("SSE_HISTORY_SIZE", None),
     ("SSE_HEARTBEAT_INTERVAL", float("nan")),
     ("SSE_WRITE_TIMEOUT", -1),
+    ("SSE_DIRECT_WRITE", "maybe"),
+    ("SSE_DIRECT_WRITE", 1),
     ("SSE_MAX_STREAMS", True),
     ("SSE_BROKER_URL", 42),
     ("CHAT_QUEUE", 0),
@@ -99,6 +101,16 @@ def test_bad_values_fail_at_startup_naming_the_key(key: str, value: Any) -> None
         app = make_app(**{key: value})
         with pytest.raises(ValueError, match=key):
             app.register_blueprint(create_chat_blueprint(DemoBackend()), url_prefix="/chat")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, True), (False, False), ("off", False), ("0", False), ("True", True), (" yes ", True),
+])
+def test_direct_write_is_a_checked_bool(value: Any, expected: bool) -> None:
+    app = make_app() if value is None else make_app(SSE_DIRECT_WRITE=value)
+    SSE(app)
+    assert settings_for(app).direct_write is expected
+    assert app.config["SSE_DIRECT_WRITE"] is expected
 
 
 def test_defaults_are_set_once_and_settings_are_frozen() -> None:

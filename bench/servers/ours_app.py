@@ -28,6 +28,8 @@ app.config["SSE_HEARTBEAT_INTERVAL"] = HEARTBEAT
 # a burst of K events must not disconnect subscribers as "slow clients"
 app.config["SSE_SUBSCRIBER_QUEUE"] = int(os.environ.get("BENCH_SUBSCRIBER_QUEUE", "100000"))
 app.config["SSE_MAX_STREAMS"] = None
+# issue 13: "0" keeps every write on the writer greenlet (the WSGI path: the "before")
+app.config["SSE_DIRECT_WRITE"] = os.environ.get("BENCH_DIRECT_WRITE", "1") != "0"
 sse = SSE(app)
 
 

@@ -140,3 +140,57 @@ def test_thread_close_of_a_full_mailbox_is_seen_through_reason() -> None:
     box.close(CloseReason.OVERFLOW)  # no room for END: the writer checks .reason
     assert box.reason is CloseReason.OVERFLOW
     assert box.take(0) == [b"a", b"b"]
+
+
+def test_gevent_offer_goes_direct_only_to_a_parked_reader_with_nothing_queued() -> None:
+    """``direct`` (a response writing the chunk itself) is asked only while the reader
+    waits in take() with an empty list; END, a full or closed box, a reader that was woken
+    (even before it ran) or timed out, and a waiting producer all queue instead."""
+    box = GeventMailbox(2)
+    written: list[bytes] = []
+    accept = [True]
+
+    def direct(chunk: bytes) -> bool:
+        if accept[0]:
+            written.append(chunk)
+        return accept[0]
+
+    box.direct = direct
+    assert box.offer(b"a") and written == []  # no reader parked: queued
+    assert box.take(0) == [b"a"]
+    assert box.take(0.01) is None  # a timeout clears the slot
+    assert box.offer(b"b") and written == []
+    assert box.take(0) == [b"b"]
+
+    taken: list[object] = []
+    reader = gevent.spawn(lambda: taken.append(box.take(None)))
+    gevent.sleep(0.01)  # parked
+    assert box.offer(b"c") and written == [b"c"] and box.drain() == []
+    accept[0] = False  # e.g. the socket's buffer is full: queued, and the reader woken
+    assert box.offer(b"d") and written == [b"c"]
+    assert box.offer(b"e") and written == [b"c"]  # woken but not yet run: queued behind
+    reader.join(5)
+    assert taken == [[b"d", b"e"]]
+
+    accept[0] = True
+    reader = gevent.spawn(lambda: taken.append(box.take(None)))
+    gevent.sleep(0.01)
+    box.offer(END)  # the end is never written directly
+    reader.join(5)
+    assert taken[-1] == [END] and written == [b"c"]
+
+    box = GeventMailbox(1)
+    box.direct = direct
+    assert box.offer(b"x")
+    producer = gevent.spawn(lambda: taken.append(box.put(b"y", timeout=5)))
+    gevent.sleep(0.01)  # the producer waits in the slot, the list is full: no direct
+    assert not box.offer(b"z") and written == [b"c"]
+    assert box.take(0) == [b"x"]
+    producer.join(5)
+    put_result: object = taken[-1]
+    assert put_result is True and box.take(0) == [b"y"]
+    reader = gevent.spawn(lambda: taken.append(box.take(None)))
+    gevent.sleep(0.01)
+    box.close(CloseReason.SHUTDOWN)
+    assert not box.offer(b"late") and written == [b"c"]  # closed: refused, never direct
+    reader.join(5)
