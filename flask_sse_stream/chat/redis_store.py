@@ -34,6 +34,12 @@ ALIVE_TTL = 10  # seconds: how soon other hosts notice that the owner process di
 ALIVE_EVERY = 3
 
 
+def _contiguous(parsed: list[tuple[int, bytes, bool]], after: int) -> bool:
+    """Whether the log holds every seq after ``after`` up to its last one."""
+    seqs = sorted(seq for seq, _c, _f in parsed if seq > after)
+    return seqs == list(range(after + 1, after + 1 + len(seqs)))
+
+
 def _fields(fields: dict[bytes, bytes]) -> tuple[int, bytes, bool]:
     return int(fields.get(b"q", b"0")), fields.get(b"c", b""), b"f" in fields
 
@@ -136,7 +142,9 @@ class RedisGenerationStore(GenerationStore):
             last_seq = max((seq for seq, _c, _f in parsed), default=-1)
             done = any(final for _s, _c, final in parsed)
             status = FollowStatus.LIVE
-            if not parsed or after > last_seq:
+            if not parsed or after > last_seq or not _contiguous(parsed, after):
+                # unknown, or entries after `after` are gone (a Redis that lost its data
+                # while the reply ran on): never a reply with a silent hole in it
                 status = FollowStatus.UNKNOWN
             elif done and after >= last_seq:
                 status = FollowStatus.FINISHED
