@@ -48,7 +48,7 @@ def test_a_shared_framer_frames_each_entry_once_for_all_followers() -> None:
     framer = CountingFramer()
     chunk = encode_entry("abcdefgh", 1, {"content": "hi"}, None)
     outs = {framer.frame(bytes(chunk)) for _ in range(50)}  # 50 followers, equal bytes
-    outs.add(framer.frame_prelude(chunk))
+    outs.add(framer.frame_many(chunk))
     assert CountingFramer.calls == 1 and len(outs) == 1
 
 
@@ -56,7 +56,7 @@ def test_ui_message_framing_of_every_ending() -> None:
     framer = UIMessageFramer()
 
     def chunks(*entries: bytes) -> list[Any]:
-        raw = framer.opening("sid") + framer.frame_prelude(b"".join(entries))
+        raw = framer.opening("sid") + framer.frame_many(b"".join(entries))
         return [e.data if e.data == "[DONE]" else json.loads(e.data) for e in parse(raw).events]
 
     text = encode_entry("s", 1, {"content": "a"}, None)
@@ -77,7 +77,7 @@ def test_ui_message_framing_of_every_ending() -> None:
 
 def test_openai_chunks_carry_no_id_field_and_end_with_done() -> None:
     framer = CompletionChunkFramer("chatcmpl-x", "m", include_usage=True)
-    raw = framer.opening("s") + framer.frame_prelude(
+    raw = framer.opening("s") + framer.frame_many(
         encode_entry("s", 1, {"content": "hi"}, None)
         + encode_entry("s", 2, {"finish_reason": "length"}, "close"))
     events = parse(raw).events
@@ -174,3 +174,21 @@ def test_openai_non_stream_in_process() -> None:
         [{"role": "user", "content": "hi"}])
     bad = client.post("/v1/chat/completions", json={"messages": "x", "stream": "yes"})
     assert bad.status_code == 400 and bad.get_json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_batch_handed_over_at_once_is_framed_entry_by_entry() -> None:
+    """The Redis reader hands a burst of log entries to a follower as one chunk: every
+    entry in it must reach an AI SDK client (found by the chaos run: words missing from
+    replies resumed during bursts)."""
+    from flask_sse_stream.chat.framing import FramingMailbox
+    from flask_sse_stream.mailbox import ThreadMailbox
+
+    inner = ThreadMailbox(10)
+    mailbox = FramingMailbox(inner, UIMessageFramer())
+    batch = b"".join(encode_entry("s", n, {"content": w}, None)
+                     for n, w in enumerate(["one ", "two ", "three"], start=1))
+    assert mailbox.offer(batch)
+    framed = b"".join(inner.take(0) or [])
+    deltas = [json.loads(e.data)["delta"] for e in parse(framed).events
+              if json.loads(e.data).get("type") == "text-delta"]
+    assert deltas == ["one ", "two ", "three"]

@@ -91,8 +91,12 @@ class Framer(ABC):
                 cache[chunk] = framed
         return framed
 
-    def frame_prelude(self, prelude: bytes) -> bytes:
-        return b"".join(self.frame(part + b"\n\n") for part in prelude.split(b"\n\n")
+    def frame_many(self, chunk: bytes) -> bytes:
+        """Every entry in ``chunk`` framed: a replay, or a batch the log handed over at
+        once (the Redis reader joins a burst's entries into one hand-over)."""
+        if chunk.count(b"\n\n") <= 1:
+            return self.frame(chunk)
+        return b"".join(self.frame(part + b"\n\n") for part in chunk.split(b"\n\n")
                         if part.strip())
 
 
@@ -114,10 +118,10 @@ class FramingMailbox(Mailbox):
         pass
 
     def offer(self, chunk: bytes) -> bool:
-        return self.inner.offer(self._framer.frame(chunk))
+        return self.inner.offer(self._framer.frame_many(chunk))
 
     def put(self, chunk: bytes, timeout: float | None = None) -> bool:
-        return self.inner.put(self._framer.frame(chunk), timeout)
+        return self.inner.put(self._framer.frame_many(chunk), timeout)
 
     def close(self, reason: CloseReason) -> None:
         self.inner.close(reason)

@@ -246,7 +246,7 @@ class GenerationRoutes:
         target: Mailbox = mailbox if framer is None else FramingMailbox(mailbox, framer)
         follow = self.generations.follow(stream_id, after, target, caller.user)
         if framer is not None and follow.prelude:
-            follow.prelude = framer.frame_prelude(follow.prelude)
+            follow.prelude = framer.frame_many(follow.prelude)
         return follow, mailbox
 
     @staticmethod
