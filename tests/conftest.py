@@ -7,6 +7,10 @@ import pytest
 
 from tests.servers import Server, gunicorn_server, redis_server
 
+# The browser fixtures (one Playwright and one Chromium for the whole session: two sync
+# Playwright instances cannot be alive in one thread).
+pytest_plugins = ["tests.browser"]
+
 os.environ.setdefault("FLASK_TICKER_INTERVAL", "0")  # keep the example app's ticker quiet
 
 # Fixtures that start a server process: a test using one belongs to the slow tier.

@@ -16,18 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import browser
 from tests.browser import SCREENSHOT, SERVER_ENV, full_reply, read_stream
 from tests.servers import Server, gunicorn_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-# The fixtures of tests/browser.py, made visible to pytest in this module.
-playwright_instance = browser.playwright_instance
-chromium = browser.chromium
-chat_server = browser.chat_server
-proxy = browser.proxy
-open_chat = browser.open_chat
 
 MODES = ["get", "post"]
 # The demo backend echoes the prompt, so a longer prompt gives a longer reply: long enough

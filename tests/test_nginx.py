@@ -21,14 +21,11 @@ import pytest
 from httpx_sse import connect_sse
 from playwright.sync_api import Browser
 
-from tests import browser
 from tests.servers import Server, free_port, gunicorn_server, stop_process, wait_for_port
 from tests.test_deploy import wait_for
 
 pytestmark = pytest.mark.slow
 
-chromium = browser.chromium
-playwright_instance = browser.playwright_instance
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 CONFIG = """

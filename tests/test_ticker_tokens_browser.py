@@ -15,9 +15,6 @@ from tests.servers import Server, gunicorn_server
 
 pytestmark = pytest.mark.slow
 
-playwright_instance = browser.playwright_instance
-chromium = browser.chromium
-open_chat = browser.open_chat
 
 ENV = {
     **browser.SERVER_ENV,
