@@ -42,6 +42,7 @@ SSE_DEFAULTS: dict[str, Any] = {
     "SSE_SHUTDOWN_RETRY_MS": 1000,
     "SSE_WRITE_TIMEOUT": 30.0,
     "SSE_DIRECT_WRITE": True,
+    "SSE_SUBSCRIBE_TOKENS": False,
 }
 
 CHAT_DEFAULTS: dict[str, Any] = {
@@ -147,6 +148,7 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "SSE_SHUTDOWN_RETRY_MS": _int(),
     "SSE_WRITE_TIMEOUT": _seconds(),
     "SSE_DIRECT_WRITE": _bool,
+    "SSE_SUBSCRIBE_TOKENS": _bool,
     "CHAT_MAX_CHARS": _int(minimum=1),
     "CHAT_MAX_MESSAGES": _int(minimum=1),
     "CHAT_MAX_BODY_BYTES": _int(minimum=1),
@@ -175,6 +177,7 @@ class Settings:
     shutdown_retry_ms: int
     write_timeout: float | None
     direct_write: bool
+    subscribe_tokens: bool
     chat_max_chars: int
     chat_max_messages: int
     chat_max_body_bytes: int
@@ -210,6 +213,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         shutdown_retry_ms=values["SSE_SHUTDOWN_RETRY_MS"],
         write_timeout=values["SSE_WRITE_TIMEOUT"] or None,
         direct_write=values["SSE_DIRECT_WRITE"],
+        subscribe_tokens=values["SSE_SUBSCRIBE_TOKENS"],
         chat_max_chars=values["CHAT_MAX_CHARS"],
         chat_max_messages=values["CHAT_MAX_MESSAGES"],
         chat_max_body_bytes=values["CHAT_MAX_BODY_BYTES"],

@@ -25,11 +25,11 @@ from flask import Flask, Response, current_app, jsonify
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from .brokers import valid_channel
+from .settings import settings_for
 
 __all__ = ["SALT", "check_token", "init_tokens", "make_token", "tokens_required"]
 
 SALT = "flask-sse-stream.subscribe"
-CONFIG_KEY = "SSE_SUBSCRIBE_TOKENS"
 
 
 def _serializer(app: Flask) -> URLSafeSerializer:
@@ -44,18 +44,16 @@ def _serializer(app: Flask) -> URLSafeSerializer:
 
 
 def init_tokens(app: Flask) -> None:
-    """Set the config default; with tokens on, fail at start-up if ``SECRET_KEY`` is missing
-    (rather than at the first subscription)."""
-    app.config.setdefault(CONFIG_KEY, False)
+    """With tokens on, fail at start-up if ``SECRET_KEY`` is missing (rather than at the
+    first subscription)."""
     if tokens_required(app):
         _serializer(app)
 
 
 def tokens_required(app: Flask) -> bool:
-    value = app.config.get(CONFIG_KEY, False)
-    if isinstance(value, str):  # from a FLASK_* variable that was not JSON
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+    """``SSE_SUBSCRIBE_TOKENS``, as ``settings.py`` resolved it (``"true"`` from a
+    ``FLASK_*`` variable included)."""
+    return settings_for(app).subscribe_tokens
 
 
 def make_token(app: Flask, channels: Iterable[str] | str, expires_in: float = 300) -> str:
