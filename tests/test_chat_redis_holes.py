@@ -22,6 +22,15 @@ pytestmark = pytest.mark.slow
 def test_a_resume_across_a_hole_is_told_and_one_after_it_is_exact(redis: Server) -> None:
     url = f"redis://127.0.0.1:{redis.port}/6"
     owner, other = RedisGenerationStore(url), RedisGenerationStore(url)
+    try:
+        check_hole(owner, other, redis)
+    finally:
+        owner.close()
+        other.close()
+
+
+def check_hole(owner: RedisGenerationStore, other: RedisGenerationStore,
+               redis: Server) -> None:
     owner.create("holey")
     for n in range(1, 6):
         owner.append("holey", {"content": str(n)})

@@ -79,6 +79,8 @@ class RedisGenerationStore(GenerationStore):
         self._running: set[str] = set()  # generations this process runs (not finished)
         self._cancel_callback: Callable[[str], object] | None = None
         self._background_started = False
+        self._closed = False
+        self._pubsub: Any = None
 
     def key(self, stream_id: str) -> str:
         return self.key_prefix + stream_id
@@ -240,7 +242,7 @@ class RedisGenerationStore(GenerationStore):
         listen keys of those it follows; end the followers of a generation whose owner
         stopped refreshing (their clients come back and are told)."""
         concurrency = current_concurrency()
-        while True:
+        while not self._closed:
             concurrency.sleep(ALIVE_EVERY)
             running, followed = list(self._running), self._followed()
             if not running and not followed:
@@ -271,10 +273,10 @@ class RedisGenerationStore(GenerationStore):
         causes another message."""
         backoff = Backoff(current_concurrency(), first=0.5, limit=5.0)
         client = self.log.pubsub_client()
-        while True:
+        while not self._closed:
             pubsub = None
             try:
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub = self._pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.key_prefix + "cancel")
                 backoff.reset()
                 for message in pubsub.listen():
@@ -282,6 +284,8 @@ class RedisGenerationStore(GenerationStore):
                     if self._cancel_callback is not None and stream_id in self._running:
                         self._cancel_callback(stream_id)
             except ERRORS as exc:
+                if self._closed:
+                    return
                 log.warning("chat cancel listener: %s; reconnecting", exc)
             except Exception:
                 log.exception("chat cancel listener failed; restarting")
@@ -292,4 +296,9 @@ class RedisGenerationStore(GenerationStore):
             backoff.wait()
 
     def close(self) -> None:
+        """Stop the background loops (within ALIVE_EVERY) and give the log back."""
+        self._closed = True
+        if self._pubsub is not None:
+            with contextlib.suppress(*ERRORS):
+                self._pubsub.close()
         self.log.release()
