@@ -81,12 +81,19 @@ def _text(value: Any, what: str, limits: ChatLimits) -> str:
     return value
 
 
-def check_messages(value: Any, limits: ChatLimits) -> list[dict[str, str]]:
-    """``value`` as a checked conversation of ``{role, content}`` dicts."""
+def check_message_list(value: Any, limits: ChatLimits) -> list[Any]:
+    """``value`` as a non-empty list of at most ``max_messages`` items (any protocol's
+    messages, before each protocol reads its own shape)."""
     if not isinstance(value, list) or not value:
         raise ChatInputError(400, "messages must be a non-empty list")
     if len(value) > limits.max_messages:
         raise ChatInputError(413, f"at most {limits.max_messages} messages")
+    return value
+
+
+def check_messages(value: Any, limits: ChatLimits) -> list[dict[str, str]]:
+    """``value`` as a checked conversation of ``{role, content}`` dicts."""
+    check_message_list(value, limits)
     messages: list[dict[str, str]] = []
     total = 0
     for index, item in enumerate(value):

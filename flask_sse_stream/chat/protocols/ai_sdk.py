@@ -30,7 +30,13 @@ from ..backends import ChatBackend
 from ..framing import Entry, Framer
 from ..generation import FollowStatus
 from ..service import Authorize, Caller, GenerationRoutes
-from ..validation import ChatInputError, ChatLimits, check_messages, read_json_body
+from ..validation import (
+    ChatInputError,
+    ChatLimits,
+    check_message_list,
+    check_messages,
+    read_json_body,
+)
 
 __all__ = ["AISDKRoutes", "UIMessageFramer", "create_ai_sdk_blueprint", "ui_messages"]
 
@@ -93,10 +99,7 @@ def ui_messages(value: Any, limits: ChatLimits) -> list[dict[str, str]]:
     """UI messages (``{id, role, parts: [{type: "text", text}...]}``) as the backend's
     ``{role, content}`` messages: the text parts joined; other parts (files, tools,
     reasoning) are left out, and so is a message without text."""
-    if not isinstance(value, list) or not value:
-        raise ChatInputError(400, "messages must be a non-empty list")
-    if len(value) > limits.max_messages:
-        raise ChatInputError(413, f"at most {limits.max_messages} messages")
+    check_message_list(value, limits)
     messages: list[dict[str, Any]] = []
     for index, item in enumerate(value):
         if not isinstance(item, dict) or not isinstance(item.get("parts"), list):

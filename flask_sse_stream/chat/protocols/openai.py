@@ -31,7 +31,13 @@ from ..backends import ChatBackend
 from ..framing import Entry, Framer, parse_entries
 from ..generation import Follow, FollowStatus
 from ..service import Authorize, GenerationRoutes
-from ..validation import ChatInputError, ChatLimits, check_messages, read_json_body
+from ..validation import (
+    ChatInputError,
+    ChatLimits,
+    check_message_list,
+    check_messages,
+    read_json_body,
+)
 
 __all__ = ["OpenAIRoutes", "create_openai_blueprint", "openai_messages"]
 
@@ -112,10 +118,7 @@ def openai_messages(value: Any, limits: ChatLimits) -> list[dict[str, str]]:
     """Chat Completions messages as the backend's ``{role, content}``: ``developer`` is
     a ``system`` message, content parts are joined by their text, and messages without
     text (tool calls, tool results) are left out."""
-    if not isinstance(value, list) or not value:
-        raise ChatInputError(400, "messages must be a non-empty list")
-    if len(value) > limits.max_messages:
-        raise ChatInputError(413, f"at most {limits.max_messages} messages")
+    check_message_list(value, limits)
     messages: list[dict[str, Any]] = []
     for index, item in enumerate(value):
         if not isinstance(item, dict) or not isinstance(item.get("role"), str):
