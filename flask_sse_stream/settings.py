@@ -41,7 +41,8 @@ SSE_DEFAULTS: dict[str, Any] = {
     "SSE_MAX_STREAM_SECONDS": None,
     "SSE_SHUTDOWN_RETRY_MS": 1000,
     "SSE_WRITE_TIMEOUT": 30.0,
-    "SSE_DIRECT_WRITE": True,
+    # opt-in until the token path's p99 tail with it on is explained (bench/README.md)
+    "SSE_DIRECT_WRITE": False,
     "SSE_SUBSCRIBE_TOKENS": False,
 }
 
