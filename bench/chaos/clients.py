@@ -218,6 +218,29 @@ class Client:
                 "refused": self.refused,
                 "log": self.log}
 
+    async def connect(self, method: str, path: str, headers: dict[str, str],
+                      body: bytes = b"", *, eventsource: bool) -> Connection | int | None:
+        """The open 200 stream, or 204, or None (a failure, noted and backed off from:
+        try again). Anything but 200 or 204 ends an ``EventSource`` for good, so it
+        counts as refused there; a fetch client (POST) may retry a 503."""
+        try:
+            conn = await Connection.open(self.port(), method, path, headers, body)
+        except (OSError, asyncio.TimeoutError, HTTPError, ValueError, IndexError) as exc:
+            self.note("connect_failed", type(exc).__name__)
+            await self.backoff()
+            return None
+        if conn.status == 204:
+            conn.abort()
+            return 204
+        if conn.status != 200:
+            if eventsource:
+                self.refused += 1
+            self.note("status", conn.status, (await _safe_body(conn))[:200])
+            conn.abort()
+            await self.backoff()
+            return None
+        return conn
+
     async def stream(self, conn: Connection) -> AsyncIterator[Sse]:
         self.conn, self.connected, self.last_byte = conn, True, time.monotonic()
         try:
@@ -252,18 +275,12 @@ class ChannelClient(Client):
             headers = {"Accept": "text/event-stream"}
             if self.last_id is not None:
                 headers["Last-Event-ID"] = self.last_id
-            try:
-                conn = await Connection.open(self.port(), "GET", f"/stream?{query}", headers)
-            except (OSError, asyncio.TimeoutError, HTTPError, ValueError, IndexError) as exc:
-                self.note("connect_failed", type(exc).__name__)
-                await self.backoff()
-                continue
-            if conn.status != 200:
-                # EventSource would give up for good on this: the server must not send it
-                self.refused += 1
-                self.note("status", conn.status)
-                conn.abort()
-                await self.backoff()
+            conn = await self.connect("GET", f"/stream?{query}", headers, eventsource=True)
+            if not isinstance(conn, Connection):
+                if conn == 204:  # never for a channel: EventSource would stop for good
+                    self.refused += 1
+                    self.note("status", 204)
+                    await self.backoff()
                 continue
             self.note("open", self.last_id)
             try:
@@ -320,25 +337,14 @@ class ChatClient(Client):
                     path = "/chat/stream"
                     body = json.dumps({"message": message}).encode()
                     headers["Content-Type"] = "application/json"
-                try:
-                    conn = await Connection.open(self.port(), self.method, path, headers, body)
-                except (OSError, asyncio.TimeoutError, HTTPError, ValueError, IndexError) as exc:
-                    self.note("connect_failed", type(exc).__name__)
-                    await self.backoff()
+                conn = await self.connect(self.method, path, headers, body,
+                                          eventsource=self.method == "GET")
+                if conn is None:
                     continue
-                if conn.status == 204:
+                if conn == 204:
                     self.note("204", last_id)
-                    conn.abort()
                     return
-                if conn.status != 200:
-                    # EventSource (GET) gives up for good on anything but 200 or 204; a
-                    # fetch client (POST) may retry a 503 as its Retry-After says
-                    if self.method == "GET":
-                        self.refused += 1
-                    self.note("status", conn.status, (await _safe_body(conn))[:200])
-                    conn.abort()
-                    await self.backoff()
-                    continue
+                assert isinstance(conn, Connection)
                 stream_id = stream_id or conn.headers.get("x-stream-id")
                 self.note("open", last_id)
                 try:
@@ -399,24 +405,15 @@ class AiSdkClient(Client):
                     headers = {"Content-Type": "application/json"}
                 else:
                     method, path, headers = "GET", f"/api/chat/{chat_id}/stream", {}
-                try:
-                    conn = await Connection.open(self.port(), method, path, headers,
-                                                 body if first else b"")
-                except (OSError, asyncio.TimeoutError, HTTPError, ValueError, IndexError) as exc:
-                    self.note("connect_failed", type(exc).__name__)
-                    await self.backoff()
+                # the resume is a GET (an EventSource's rules); the POST is a fetch client's
+                conn = await self.connect(method, path, headers, body if first else b"",
+                                          eventsource=not first)
+                if conn is None:
                     continue
-                if conn.status == 204:
+                if conn == 204:
                     self.note("204", None)
-                    conn.abort()
                     return
-                if conn.status != 200:
-                    if not first:  # the resume is a GET; the POST is a fetch client's
-                        self.refused += 1
-                    self.note("status", conn.status, (await _safe_body(conn))[:200])
-                    conn.abort()
-                    await self.backoff()
-                    continue
+                assert isinstance(conn, Connection)
                 first = False
                 self.note("open", None)
                 text: list[str] = []  # a resume replays from the start
