@@ -80,7 +80,6 @@ class RedisGenerationStore(GenerationStore):
         self._cancel_callback: Callable[[str], object] | None = None
         self._background_started = False
         self._closed = False
-        self._pubsub: Any = None
 
     def key(self, stream_id: str) -> str:
         return self.key_prefix + stream_id
@@ -276,10 +275,12 @@ class RedisGenerationStore(GenerationStore):
         while not self._closed:
             pubsub = None
             try:
-                pubsub = self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.key_prefix + "cancel")
                 backoff.reset()
                 for message in pubsub.listen():
+                    if self._closed:
+                        return
                     stream_id = text(message["data"])
                     if self._cancel_callback is not None and stream_id in self._running:
                         self._cancel_callback(stream_id)
@@ -288,6 +289,8 @@ class RedisGenerationStore(GenerationStore):
                     return
                 log.warning("chat cancel listener: %s; reconnecting", exc)
             except Exception:
+                if self._closed:
+                    return
                 log.exception("chat cancel listener failed; restarting")
             finally:
                 if pubsub is not None:
@@ -296,9 +299,8 @@ class RedisGenerationStore(GenerationStore):
             backoff.wait()
 
     def close(self) -> None:
-        """Stop the background loops (within ALIVE_EVERY) and give the log back."""
+        """Stop the background loops and give the log back. The keep-alive ends within
+        ALIVE_EVERY; the cancel listener at its next message or connection error (its
+        pub/sub connection is not closed from here: redis-py's is not thread-safe)."""
         self._closed = True
-        if self._pubsub is not None:
-            with contextlib.suppress(*ERRORS):
-                self._pubsub.close()
         self.log.release()
