@@ -72,6 +72,18 @@ def stuck(rec: dict[str, Any], heartbeat: float, stalls: list[list[float]]) -> f
     return worst
 
 
+def _count_gap(missing: list[int], told: bool, kind: str, who: str, what: str,
+               out: Counter[str], examples: list[str]) -> None:
+    """Promised events a client did not get: told (a reset came after them) or ``kind``."""
+    if not missing:
+        return
+    if told:
+        out["missed_with_reset"] += len(missing)
+        return
+    out[kind] += len(missing)
+    examples.append(f"{who} #{missing[0]}..#{missing[-1]} ({len(missing)}) {what}")
+
+
 def check_channel_client(rec: dict[str, Any], pub: Published, final: dict[str, int],
                          heartbeat: float, out: Counter[str], examples: list[str],
                          stalls: list[list[float]] = []) -> None:  # noqa: B006
@@ -117,13 +129,9 @@ def check_channel_client(rec: dict[str, Any], pub: Published, final: dict[str, i
                 continue
             lo = prev + 1 if prev is not None else pub.first_after(ch, fresh[ch] or t)
             missing = pub.promised(ch, lo, n)
-            if missing:
-                if reset_since[ch]:
-                    out["missed_with_reset"] += len(missing)
-                else:
-                    out["silent_loss"] += len(missing)
-                    examples.append(f"client {rec['cid']}: {ch} #{missing[0]}..#{missing[-1]} "
-                                    f"({len(missing)}) missing before #{n}, no reset")
+            _count_gap(missing, reset_since[ch], "silent_loss",
+                       f"client {rec['cid']}: {ch}", f"missing before #{n}, no reset",
+                       out, examples)
             seen[ch].add(n)
             last[ch] = n
             reset_since[ch] = False
@@ -131,13 +139,9 @@ def check_channel_client(rec: dict[str, Any], pub: Published, final: dict[str, i
         prev = last[ch]
         lo = prev + 1 if prev is not None else pub.first_after(ch, fresh[ch] or math.inf)
         missing = pub.promised(ch, lo, final.get(ch, 0) + 1)
-        if missing:
-            if reset_since[ch]:
-                out["missed_with_reset"] += len(missing)
-            else:
-                out["never_received"] += len(missing)
-                examples.append(f"client {rec['cid']}: {ch} #{missing[0]}..#{missing[-1]} "
-                                f"({len(missing)}) never arrived (last #{prev})")
+        _count_gap(missing, reset_since[ch], "never_received",
+                   f"client {rec['cid']}: {ch}", f"never arrived (last #{prev})",
+                   out, examples)
     if stuck(rec, heartbeat, stalls) > heartbeat + STUCK_SLACK:
         out["stuck"] += 1
         examples.append(f"client {rec['cid']}: silent for {rec['max_silence']:.1f}s, until "
