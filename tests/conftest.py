@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +17,26 @@ os.environ.setdefault("FLASK_TICKER_INTERVAL", "0")  # keep the example app's ti
 
 # Fixtures that start a server process: a test using one belongs to the slow tier.
 SERVER_FIXTURES = frozenset({"core_server", "redis"})
+
+
+_STACKS_DIR = os.environ.get("FSS_TEST_STACKS")
+_stack_file = (open(os.path.join(_STACKS_DIR, f"stacks-{os.getpid()}.txt"), "w")  # noqa: SIM115
+               if _STACKS_DIR else None)
+
+
+def _dump_stacks_on_sigterm() -> None:
+    """A test process stopped by scripts/test's time limit (SIGTERM) writes every thread's
+    stack to a file the script prints (not to stderr: pytest captures it), so a hang says
+    where it is."""
+    if _stack_file is not None:
+        faulthandler.register(signal.SIGTERM, file=_stack_file, all_threads=True, chain=True)
+
+
+_dump_stacks_on_sigterm()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _dump_stacks_on_sigterm()  # again: a test that restores its own SIGTERM handler replaces it
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
