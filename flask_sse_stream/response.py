@@ -515,12 +515,19 @@ class StreamBody:
                 self._sock.shutdown(socket.SHUT_RD)
         self.mailbox.close(CloseReason.DISCONNECTED)
         self._registry.discard(self)
-        for callback in self._on_close:
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
             try:
                 callback()
             except Exception:  # one failing cleanup must not skip the others
                 # the server may close a stream outside any app context: no current_app
                 log.exception("error while closing an SSE stream")
+        # Leave no reference cycle behind (mailbox -> owner -> mailbox, the EOF watcher's
+        # canceller): a closed stream's objects are then freed at once by reference
+        # counting, not by the next full garbage collection, whose pause grows with the
+        # number of open streams (hundreds of ms at 10,000 on a slow core).
+        self.mailbox.owner = None
+        self._cancel_watch = None
 
 
 def stream_response(

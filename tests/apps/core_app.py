@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections import Counter
 from typing import Any
 
 from flask import Flask, current_app, g, jsonify, request
@@ -120,6 +121,25 @@ def create_app() -> Flask:
         except BrokerError as exc:
             return {"error": str(exc)}, 503
         return {"id": ids[-1], "ids": ids}
+
+    @app.post("/garbage")
+    def garbage() -> Any:
+        """``?arm=1``: collect, then turn automatic collection off. Then: collect keeping
+        what was unreachable (``gc.garbage``), turn collection back on and say what it was:
+        objects that only the garbage collector could free (reference cycles)."""
+        if request.args.get("arm"):
+            gc.collect()
+            gc.disable()
+            return {"armed": True}
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            kinds = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+        finally:
+            gc.garbage.clear()
+            gc.set_debug(0)
+            gc.enable()
+        return {"total": sum(kinds.values()), "kinds": dict(kinds)}
 
     @app.get("/stats")
     def stats() -> Any:
