@@ -41,7 +41,7 @@ SSE_DEFAULTS: dict[str, Any] = {
     "SSE_MAX_STREAM_SECONDS": None,
     "SSE_SHUTDOWN_RETRY_MS": 1000,
     "SSE_WRITE_TIMEOUT": 30.0,
-    # opt-in until the token path's p99 tail with it on is explained (bench/README.md)
+    # opt-in: its token-path tail was mostly GC pauses (fixed); one run is too few to flip it
     "SSE_DIRECT_WRITE": False,
     "SSE_SUBSCRIBE_TOKENS": False,
 }
