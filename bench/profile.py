@@ -40,7 +40,6 @@ INCLUSIVE = {
     "mailbox take": "take (flask_sse_stream/mailbox.py",
     "mailbox put/offer": "put (flask_sse_stream/mailbox.py",
     "direct write (StreamBody.direct_write)": "direct_write (",
-    "  loop lag check": "busy (flask_sse_stream/concurrency.py",
     "  non-blocking send (DirectSocket.send)": "send (flask_sse_stream/concurrency.py",
     "producer greenlet (_produce)": "_produce (",
     "  the view's own code (chat)": "chat (ours_app",

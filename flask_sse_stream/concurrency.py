@@ -150,14 +150,9 @@ class _Gevent:
         if not isinstance(raw, _socket.socket) or hasattr(sock, "do_handshake"):
             return None  # not a plain socket, or TLS (the bytes must go through it)
         loop = gevent.get_hub().loop
-        if not (hasattr(loop, "pendingcnt") and hasattr(loop, "_callbacks")):
-            return None  # a loop (not libev's) whose lag cannot be read: the writer's path
+        if not hasattr(loop, "iteration"):
+            return None  # a loop that cannot say which iteration it is in: the writer's path
         return DirectSocket(sock, raw, loop)
-
-
-# Callbacks and fired watchers waiting in one loop iteration above which the loop counts
-# as lagging: a direct write then yields to the writer, which coalesces what piles up.
-BUSY_LOOP = 24
 
 
 class DirectSocket:
@@ -166,7 +161,9 @@ class DirectSocket:
     ``send`` is one non-blocking ``send()`` on the OS socket under gevent's wrapper, from
     whichever greenlet calls it (a producer, the fan-out loop, the heartbeat timer): it
     never switches. ``sendall`` is the blocking write of a greenlet that may wait (the
-    stream's writer finishing a partly sent frame). ``busy`` says the loop is lagging.
+    stream's writer finishing a partly sent frame). ``iteration`` numbers the event
+    loop's passes, so a stream can tell a burst (several chunks in one pass, better
+    joined by its writer into one write) from chunks that come one at a time.
     """
 
     __slots__ = ("_loop", "_raw", "_sock")
@@ -176,11 +173,9 @@ class DirectSocket:
         self._raw = raw
         self._loop = loop
 
-    def busy(self) -> bool:
-        """True when many callbacks or fired watchers wait in this loop iteration (the
-        process is saturated): writes are better left to the writers, which batch."""
-        loop = self._loop
-        return len(loop._callbacks) + loop.pendingcnt > BUSY_LOOP  # type: ignore[no-any-return]
+    def iteration(self) -> int:
+        """The event loop's current pass (libev's ``ev_iteration``: O(1))."""
+        return self._loop.iteration  # type: ignore[no-any-return]
 
     def send(self, data: bytes) -> int:
         """Bytes taken (0 if the socket's buffer is full); OSError if the socket failed."""

@@ -17,9 +17,11 @@ import functools
 import logging
 import random
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from types import CodeType, FrameType
 from typing import Any, TypeVar, overload
 
 from flask import Response, after_this_request, current_app, got_request_exception, jsonify, request
@@ -217,6 +219,14 @@ def _tune_socket(sock: Any, heartbeat: float | None) -> None:
         pass  # not a TCP socket (unix socket, test client): nothing to tune
 
 
+def _is_gunicorn_writer(code: CodeType) -> bool:
+    """True for the code of gunicorn's async workers' request loop (``for item in
+    respiter: resp.write(item)``), the one caller whose framing direct writes copy."""
+    return code.co_name == "handle_request" and code.co_filename.replace("\\", "/").endswith(
+        "gunicorn/workers/base_async.py"
+    )
+
+
 def _direct_socket(
     environ: dict[str, Any], sock: Any, settings: StreamSettings, conc: _concurrency.Concurrency
 ) -> _concurrency.DirectSocket | None:
@@ -260,6 +270,7 @@ class StreamBody:
         "_closed",
         "_deadline",
         "_direct",
+        "_direct_pass",
         "_finished",
         "_iterating_in",
         "_last_write",
@@ -315,9 +326,9 @@ class StreamBody:
         self._writing = False  # True from handing a chunk over until the server asks again
         self._tail: bytes | None = None  # the unsent rest of a partial direct write
         self._direct = None
+        self._direct_pass = -1  # the event loop pass of the last direct write
         if direct is not None and isinstance(mailbox, GeventMailbox):
-            self._direct = direct
-            mailbox.direct = self.direct_write
+            self._direct = direct  # armed by the first __next__, once gunicorn is the caller
         if sock is not None:
             _tune_socket(sock, settings.heartbeat)
             # None: no event loop to watch it, so __next__ checks it at each heartbeat
@@ -349,14 +360,20 @@ class StreamBody:
         The mailbox calls this only while the writer is parked in ``take()`` with nothing
         queued: nothing is being written or waits to be, so order is kept. The chunk is
         framed as gunicorn frames it and sent with one non-blocking ``send()``. Nothing
-        taken (full buffer, failed socket) or a lagging loop: False, the writer's usual
-        path handles it (and its errors). Part taken: the rest is the writer's, woken to
-        send it before anything else; meanwhile the stream counts as writing, so a client
-        cut off as too slow or stuck past ``SSE_WRITE_TIMEOUT`` has its socket shut.
+        taken (full buffer, failed socket): False, the writer's usual path handles it (and
+        its errors). A second chunk in the same pass of the event loop (a generator that
+        yields a burst without waiting): False too, so the writer joins the burst into one
+        write instead of one ``send()`` per chunk. Part taken: the rest is the writer's,
+        woken to send it before anything else; meanwhile the stream counts as writing, so
+        a client cut off as too slow or stuck past ``SSE_WRITE_TIMEOUT`` has its socket shut.
         """
         direct = self._direct
-        if direct is None or direct.busy():
+        if direct is None:
             return False
+        loop_pass = direct.iteration()
+        if loop_pass == self._direct_pass:
+            return False
+        self._direct_pass = loop_pass
         frame = b"%X\r\n%s\r\n" % (len(chunk), chunk)
         try:
             sent = direct.send(frame)
@@ -370,6 +387,18 @@ class StreamBody:
             self._writing = True
             self.mailbox.wake_reader()  # type: ignore[attr-defined]  # a GeventMailbox
         return True
+
+    def _arm_direct(self, caller: FrameType | None) -> None:
+        """Allow direct writes only when gunicorn's own loop iterates this body. A WSGI
+        middleware or a wrapper set by an ``after_request`` in between may transform or
+        hold back chunks (compression, buffering): a chunk written past it would arrive
+        unencoded or ahead of the ones it holds."""
+        mailbox = self.mailbox
+        if caller is not None and _is_gunicorn_writer(caller.f_code):
+            if isinstance(mailbox, GeventMailbox):
+                mailbox.direct = self.direct_write
+        else:
+            self._direct = None
 
     def _flush_tail(self) -> bool:
         """In the writer: send the rest of a partial direct write (waiting for the
@@ -430,6 +459,8 @@ class StreamBody:
         self._writing = False
         if self._pending is not None:
             chunk, self._pending = self._pending, None
+            if self._direct is not None:
+                self._arm_direct(sys._getframe(2))  # whoever called __next__
             self._writing = True
             return chunk
         mailbox = self.mailbox

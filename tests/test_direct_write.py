@@ -215,6 +215,41 @@ def test_broadcast_interleaves_direct_and_queued_writes(server: Server) -> None:
     assert stats(server)["direct"] > before["direct"]
 
 
+def test_a_burst_from_a_generator_is_joined_by_the_writer_not_sent_event_by_event(
+    server: Server,
+) -> None:
+    """Only the first chunk of a burst (one pass of the event loop) goes direct; the
+    writer joins the rest into a few writes instead of one ``send()`` per event."""
+    n = 300
+    client = ChunkedSSE(server.port, f"/flood?n={n}")
+    try:
+        chunks = 0
+        got: list[str] = []
+        while (data := client.chunk()) is not None:
+            chunks += 1
+            got += [value for kind, value in split_messages(data) if kind == "data"]
+    finally:
+        client.close()
+    assert got == [f"flood:{i}" for i in range(n)]
+    # the opening line, the direct first event, then writes of up to 32 queued events
+    assert chunks <= n // 8, f"{chunks} chunks for {n} events: the burst was not joined"
+
+
+def test_a_middleware_between_gunicorn_and_the_stream_turns_direct_writes_off() -> None:
+    """A WSGI middleware that holds a chunk back: a direct write would overtake it, so
+    the stream writes only through the WSGI path, and everything arrives in order."""
+    with gunicorn_server("tests.apps.direct_app:create_wrapped_app()", workers=1) as srv:
+        n = 60
+        client = ChunkedSSE(srv.port, f"/mixed?seed=5&n={n}")
+        try:
+            got, _ = read_payloads(client, n)
+        finally:
+            client.close()
+        assert got == payloads(5, n)
+        counts = stats(srv)
+        assert counts["direct"] == counts["partial"] == counts["refused"] == 0, counts
+
+
 def test_disconnect_mid_stream_still_stops_the_generator(server: Server) -> None:
     before = stats(server)["finally"]
     client = ChunkedSSE(server.port, "/mixed?seed=21&n=100000")

@@ -106,8 +106,45 @@ def create_app() -> Flask:
             sse.publish(data, channel="stress")
         return {"ok": True}
 
+    @app.get("/flood")
+    @sse_stream
+    def flood() -> Any:
+        # a burst: every event yielded without waiting in between
+        yield from (f"flood:{i}" for i in range(int(request.args["n"])))
+
     @app.get("/stats")
     def stats() -> dict[str, Any]:
         return {**COUNTS, **sse.stats()}
 
+    return app
+
+
+class HoldOneBack:
+    """A WSGI middleware that passes each chunk on only when the next one arrives (as a
+    buffering or compressing middleware does): a chunk written past it, straight to the
+    socket, would overtake the one it holds."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        body = self.app(environ, start_response)
+        try:
+            held = None
+            for chunk in body:
+                if held is not None:
+                    yield held
+                held = chunk
+            if held is not None:
+                yield held
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+
+def create_wrapped_app() -> Flask:
+    """The same app behind :class:`HoldOneBack`."""
+    app = create_app()
+    app.wsgi_app = HoldOneBack(app.wsgi_app)  # type: ignore[method-assign]
     return app
