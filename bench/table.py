@@ -19,11 +19,11 @@ COLUMNS = [
     ("sse-starlette", "sse-starlette (uvicorn)"),
     ("flask-sse", "flask-sse (Redis)"),
     ("bare-gevent", "bare gevent (ceiling)"),
-    ("ours-mem-wsgi", "ours, memory (library defaults)"),
-    ("ours-mem", "ours, memory, direct writes¹"),
-    ("ours-mem-2w", "ours, memory, 2 workers¹"),
-    ("ours-redis", "ours, Redis¹"),
-    ("ours-redis-2w", "ours, Redis, 2 workers¹"),
+    ("ours-mem", "ours, memory"),
+    ("ours-mem-wsgi", "ours, memory, direct writes off¹"),
+    ("ours-mem-2w", "ours, memory, 2 workers"),
+    ("ours-redis", "ours, Redis"),
+    ("ours-redis-2w", "ours, Redis, 2 workers"),
 ]
 
 Cell = Callable[[dict[str, Any]], str]

@@ -41,8 +41,8 @@ SSE_DEFAULTS: dict[str, Any] = {
     "SSE_MAX_STREAM_SECONDS": None,
     "SSE_SHUTDOWN_RETRY_MS": 1000,
     "SSE_WRITE_TIMEOUT": 30.0,
-    # opt-in: its token-path tail was mostly GC pauses (fixed); one run is too few to flip it
-    "SSE_DIRECT_WRITE": False,
+    # only ever used where it is exact (gunicorn's gevent worker iterating the body itself)
+    "SSE_DIRECT_WRITE": True,
     "SSE_SUBSCRIBE_TOKENS": False,
 }
 

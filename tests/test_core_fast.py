@@ -104,7 +104,7 @@ def test_bad_values_fail_at_startup_naming_the_key(key: str, value: Any) -> None
 
 
 @pytest.mark.parametrize(("value", "expected"), [
-    (None, False), (False, False), ("off", False), ("0", False), ("True", True), (" yes ", True),
+    (None, True), (False, False), ("off", False), ("0", False), ("True", True), (" yes ", True),
 ])
 def test_direct_write_is_a_checked_bool(value: Any, expected: bool) -> None:
     app = make_app() if value is None else make_app(SSE_DIRECT_WRITE=value)

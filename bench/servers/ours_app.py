@@ -3,7 +3,8 @@
 ``SSE(app)`` serves ``GET /stream?channel=NAME``; this app adds the bench endpoints:
 ``POST /publish?count=K&interval=S&channel=bench`` (server-side publish loop calling
 ``sse.publish``), ``GET /chat?tokens=N&rate=R`` (an ``@sse_stream`` generator view
-yielding dicts) and ``GET /stats`` (``sse.stats()``).
+yielding the same payload string as every other server's chat, so only the streaming
+path differs) and ``GET /stats`` (``sse.stats()``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ app.config["SSE_HEARTBEAT_INTERVAL"] = HEARTBEAT
 # a burst of K events must not disconnect subscribers as "slow clients"
 app.config["SSE_SUBSCRIBER_QUEUE"] = int(os.environ.get("BENCH_SUBSCRIBER_QUEUE", "100000"))
 app.config["SSE_MAX_STREAMS"] = None
-# issue 13: "0" keeps every write on the writer greenlet (the WSGI path: the "before")
+# the library's default (on); "0" keeps every write on the writer greenlet (the WSGI path)
 app.config["SSE_DIRECT_WRITE"] = os.environ.get("BENCH_DIRECT_WRITE", "1") != "0"
 sse = SSE(app)
 
@@ -55,7 +56,7 @@ def publish() -> dict[str, Any]:
 
 @app.get("/chat")
 @sse_stream
-def chat() -> Iterator[dict[str, Any]]:
+def chat() -> Iterator[str]:
     args = _args()
     tokens = int_arg(args, "tokens", 20, 100_000)
     rate = float_arg(args, "rate", 20.0, 1e4) or 20.0
@@ -64,7 +65,7 @@ def chat() -> Iterator[dict[str, Any]]:
         delay = sched.delay(i)
         if delay > 0:
             time.sleep(delay)
-        yield {"t": round(sched.due(i), 6), "n": i}
+        yield stamp(i, sched.due(i))
 
 
 @app.get("/stats")
