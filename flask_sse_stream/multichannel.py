@@ -29,6 +29,7 @@ import json
 import threading
 from collections.abc import Iterable
 
+from .event import compact_json
 from .mailbox import CloseReason, Mailbox
 from .metrics import Counters
 
@@ -155,7 +156,7 @@ def _name_channel_in_reset(lines: list[bytes], i: int, channel: str) -> None:
         return
     if isinstance(data, dict):
         data["channel"] = channel
-        lines[i] = b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        lines[i] = b"data: " + compact_json(data).encode("utf-8", "replace")
 
 
 class ChannelTap(Mailbox):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from flask_sse_stream import Event
-from flask_sse_stream.event import encode_comment, encode_retry, to_bytes
+from flask_sse_stream.event import compact_json, encode_comment, encode_retry, to_bytes
+from tests.fuzzing import json_text
 from tests.sse_parser import ParsedEvent, parse
 
 OPENING = b": ok\n"  # how every stream starts, so a payload is never at the stream's start
@@ -116,3 +118,43 @@ def test_output_is_utf8_without_bom_and_lf_only() -> None:
     assert not out.startswith(b"\xef\xbb\xbf")
     assert b"\r" not in out
     out.decode("utf-8")
+
+
+# Every JSON value json.dumps takes, with text from all of Unicode (lone surrogates, NUL,
+# U+2028 included), floats with NaN and infinities, and non-string keys it converts.
+_json_scalars = (st.none() | st.booleans() | st.integers() | st.floats() | json_text)
+_json_like = st.recursive(
+    _json_scalars,
+    lambda children: st.lists(children, max_size=4)
+    | st.tuples(children, children)
+    | st.dictionaries(json_text | st.integers() | st.floats() | st.booleans() | st.none(),
+                      children, max_size=4),
+    max_leaves=16,
+)
+
+
+@given(_json_like)
+def test_compact_json_is_exactly_json_dumps(value: Any) -> None:
+    assert compact_json(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def test_compact_json_fails_as_json_dumps_does() -> None:
+    circular: list[Any] = []
+    circular.append(circular)
+    for bad, error in ((circular, ValueError), ({"x": object()}, TypeError),
+                       ({(1, 2): 3}, TypeError)):
+        with pytest.raises(error) as ours:
+            compact_json(bad)
+        with pytest.raises(error) as reference:
+            json.dumps(bad, separators=(",", ":"), ensure_ascii=False)
+        assert str(ours.value) == str(reference.value)
+    # the check stays exact after a failure (each call gets fresh markers)
+    shared = [1]
+    assert compact_json([shared, shared]) == "[[1],[1]]"
+
+
+@given(_json_like)
+def test_a_json_token_is_one_data_line_whatever_its_text(value: Any) -> None:
+    (event,) = parse(OPENING + to_bytes({"v": value})).events
+    expected = json.dumps({"v": value}, separators=(",", ":"), ensure_ascii=False)
+    assert event.data == expected.encode("utf-8", "replace").decode("utf-8")

@@ -19,11 +19,11 @@ resume works on any process that shares the store.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from flask import Blueprint, Response, request
 
+from ...event import to_bytes
 from ...mailbox import CloseReason
 from ...response import too_many_streams
 from ..backends import ChatBackend
@@ -57,8 +57,9 @@ FINISH_REASONS = {
 
 
 def chunk(value: dict[str, Any]) -> bytes:
-    data = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return f"data: {data}\n\n".encode()
+    """``data: <compact JSON>`` and the blank line (JSON escapes every line break, so it
+    is one line; a lone surrogate from an upstream becomes U+FFFD, as in every event)."""
+    return to_bytes(value)
 
 
 class UIMessageFramer(Framer):

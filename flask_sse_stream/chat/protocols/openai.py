@@ -19,12 +19,12 @@ counts against the caps until then.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from ...event import to_bytes
 from ...mailbox import END, Mailbox
 from ...response import too_many_streams
 from ..backends import ChatBackend
@@ -52,8 +52,9 @@ ERROR_TYPES = {
 
 
 def _data(value: dict[str, Any]) -> bytes:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return f"data: {text}\n\n".encode()
+    """``data: <compact JSON>`` and the blank line (JSON escapes every line break, so it
+    is one line; a lone surrogate from an upstream becomes U+FFFD, as in every event)."""
+    return to_bytes(value)
 
 
 def _usage(data: dict[str, Any]) -> dict[str, int]:
