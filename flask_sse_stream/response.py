@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from types import CodeType, FrameType
+from types import FrameType
 from typing import Any, TypeVar, overload
 
 from flask import Response, after_this_request, current_app, got_request_exception, jsonify, request
@@ -219,12 +219,22 @@ def _tune_socket(sock: Any, heartbeat: float | None) -> None:
         pass  # not a TCP socket (unix socket, test client): nothing to tune
 
 
-def _is_gunicorn_writer(code: CodeType) -> bool:
-    """True for the code of gunicorn's async workers' request loop (``for item in
-    respiter: resp.write(item)``), the one caller whose framing direct writes copy."""
-    return code.co_name == "handle_request" and code.co_filename.replace("\\", "/").endswith(
+def _gunicorn_response(caller: FrameType | None) -> Any:
+    """gunicorn's ``Response`` for this request if ``caller`` is its async workers'
+    request loop (``for item in respiter: resp.write(item)``) and the response is
+    gunicorn's own class (whose chunk framing direct writes copy); else None."""
+    if caller is None:
+        return None
+    code = caller.f_code
+    if code.co_name != "handle_request" or not code.co_filename.replace("\\", "/").endswith(
         "gunicorn/workers/base_async.py"
-    )
+    ):
+        return None
+    response = caller.f_locals.get("resp")
+    kind = type(response)
+    if kind.__name__ != "Response" or kind.__module__ != "gunicorn.http.wsgi":
+        return None
+    return response
 
 
 def _direct_socket(
@@ -272,6 +282,7 @@ class StreamBody:
         "_direct",
         "_direct_pass",
         "_finished",
+        "_gunicorn_response",
         "_iterating_in",
         "_last_write",
         "_on_close",
@@ -327,6 +338,7 @@ class StreamBody:
         self._tail: bytes | None = None  # the unsent rest of a partial direct write
         self._direct = None
         self._direct_pass = -1  # the event loop pass of the last direct write
+        self._gunicorn_response: Any = None  # gunicorn's Response, while writing direct
         if direct is not None and isinstance(mailbox, GeventMailbox):
             self._direct = direct  # armed by the first __next__, once gunicorn is the caller
         if sock is not None:
@@ -382,6 +394,7 @@ class StreamBody:
         if not sent:
             return False
         self._last_write = time.monotonic()
+        self._gunicorn_response.sent += len(chunk)  # its access log's byte count
         if sent < len(frame):
             self._tail = frame[sent:]
             self._writing = True
@@ -389,14 +402,26 @@ class StreamBody:
         return True
 
     def _arm_direct(self, caller: FrameType | None) -> None:
-        """Allow direct writes only when gunicorn's own loop iterates this body. A WSGI
-        middleware or a wrapper set by an ``after_request`` in between may transform or
-        hold back chunks (compression, buffering): a chunk written past it would arrive
-        unencoded or ahead of the ones it holds."""
+        """Allow direct writes only when gunicorn's own loop iterates this body and
+        gunicorn itself decided to frame it as chunks.
+
+        A WSGI middleware or a wrapper set by an ``after_request`` in between may
+        transform or hold back chunks (compression, buffering): a chunk written past it
+        would arrive unencoded or ahead of the ones it holds. And the framing is read from
+        gunicorn's own ``Response`` (set by its ``start_response``, before this first
+        chunk is asked for), not inferred from the environ: gunicorn sends some bodies
+        unframed (``--protocol uwsgi``, where nginx frames them), and a subclass may frame
+        differently."""
+        response = _gunicorn_response(caller)
         mailbox = self.mailbox
-        if caller is not None and _is_gunicorn_writer(caller.f_code):
-            if isinstance(mailbox, GeventMailbox):
-                mailbox.direct = self.direct_write
+        if (
+            response is not None
+            and response.chunked is True
+            and response.sock is self._sock
+            and isinstance(mailbox, GeventMailbox)
+        ):
+            self._gunicorn_response = response
+            mailbox.direct = self.direct_write
         else:
             self._direct = None
 
@@ -533,6 +558,7 @@ class StreamBody:
         self._finished = True
         self._writing = False
         self._direct = None
+        self._gunicorn_response = None
         if isinstance(self.mailbox, GeventMailbox):
             self.mailbox.direct = None
         if self._cancel_watch is not None:

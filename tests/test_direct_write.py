@@ -14,9 +14,11 @@ from __future__ import annotations
 import random
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -248,6 +250,62 @@ def test_a_middleware_between_gunicorn_and_the_stream_turns_direct_writes_off() 
         assert got == payloads(5, n)
         counts = stats(srv)
         assert counts["direct"] == counts["partial"] == counts["refused"] == 0, counts
+
+
+def _uwsgi_request(path: str, query: str) -> bytes:
+    """One request in the uwsgi protocol, as nginx's ``uwsgi_pass`` sends it."""
+    env = {
+        "REQUEST_METHOD": "GET", "REQUEST_URI": f"{path}?{query}", "PATH_INFO": path,
+        "QUERY_STRING": query, "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1",
+        "HTTP_ACCEPT": "text/event-stream",
+    }
+    body = b"".join(
+        struct.pack("<H", len(k)) + k.encode() + struct.pack("<H", len(v)) + v.encode()
+        for k, v in env.items()
+    )
+    return struct.pack("<BHB", 0, len(body), 0) + body
+
+
+def test_gunicorn_uwsgi_protocol_bodies_get_no_chunk_framing() -> None:
+    """Under ``--protocol uwsgi`` gunicorn sends the body unframed (nginx frames it): a
+    direct write must not add chunk markers there (they used to leak into the events)."""
+    with gunicorn_server(APP, workers=1, args=("--protocol", "uwsgi")) as srv:
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.settimeout(30)
+        try:
+            sock.sendall(_uwsgi_request("/mixed", "seed=3&n=40"))
+            raw = b""
+            while data := sock.recv(65536):
+                raw += data
+        finally:
+            sock.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower()
+    text = body.decode("utf-8")
+    assert "\r" not in text, "chunk markers in an unframed body"
+    got = [kind_value[1] for kind_value in split_messages(body) if kind_value[0] == "data"]
+    assert got == payloads(3, 40)
+
+
+def test_gunicorns_access_log_counts_the_bytes_written_directly(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    args = ("--access-logfile", str(log), "--access-logformat", "%(U)s %(B)s")
+    with gunicorn_server(APP, workers=1, config=None, args=args) as srv:
+        client = ChunkedSSE(srv.port, "/mixed?seed=4&n=40")
+        received = 0
+        try:
+            while (data := client.chunk()) is not None:
+                received += len(data)
+        finally:
+            client.close()
+        before = stats(srv)
+        deadline = time.monotonic() + 10
+        while "/mixed" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # gunicorn writes the line after the response: another process
+    assert before["direct"] > 0, "no direct write: the test would prove nothing"
+    (line,) = [entry for entry in log.read_text().splitlines() if entry.startswith("/mixed")]
+    assert int(line.split()[1]) == received
 
 
 def test_disconnect_mid_stream_still_stops_the_generator(server: Server) -> None:
