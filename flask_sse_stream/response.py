@@ -243,10 +243,10 @@ def _direct_socket(
     """The socket this response may write its chunks to itself, or None (the WSGI path).
 
     Only on gunicorn's gevent worker (``gunicorn.socket`` is set by gunicorn's own HTTP
-    handling, not by its gevent_pywsgi worker), plain HTTP, HTTP/1.1 and not HEAD: exactly
-    where gunicorn sends a body without ``Content-Length`` as ``Transfer-Encoding:
-    chunked``, so a chunk written straight to the socket is framed as gunicorn frames it.
-    Custom ``Content-Length``/``Transfer-Encoding`` headers change that framing: not then.
+    handling, not by its gevent_pywsgi worker) over plain HTTP. Whether gunicorn frames
+    this body as chunks (HTTP/1.1, not HEAD, no ``Content-Length``, not ``--protocol
+    uwsgi``) is not guessed here: :meth:`StreamBody._arm_direct` reads gunicorn's own
+    decision from its ``Response`` before the first direct write.
     """
     if not (
         settings.direct_write
@@ -254,12 +254,8 @@ def _direct_socket(
         and sock is not None
         and environ.get("gunicorn.socket") is sock
         and str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn")
-        and environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
-        and environ.get("REQUEST_METHOD") != "HEAD"
         and environ.get("wsgi.url_scheme") == "http"
     ):
-        return None
-    if any(k.lower() in ("content-length", "transfer-encoding") for k in settings.headers):
         return None
     return conc.direct_socket(sock)
 

@@ -288,6 +288,37 @@ def test_gunicorn_uwsgi_protocol_bodies_get_no_chunk_framing() -> None:
     assert got == payloads(3, 40)
 
 
+def _raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(30)
+    try:
+        sock.sendall(request)
+        raw = b""
+        while data := sock.recv(65536):
+            raw += data
+    finally:
+        sock.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_bodies_gunicorn_does_not_chunk_are_never_written_directly(server: Server) -> None:
+    """HTTP/1.0 (unframed body) and HEAD (no body): gunicorn's own framing decision keeps
+    direct writes off, so no chunk marker and no byte of a body leaks out."""
+    before = stats(server)["direct"]
+    head, body = _raw_exchange(
+        server.port, b"GET /mixed?seed=6&n=30 HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    assert b"chunked" not in head.lower()
+    assert [v for k, v in split_messages(body) if k == "data"] == payloads(6, 30)
+    head, body = _raw_exchange(
+        server.port, b"HEAD /mixed?seed=6&n=30 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == b""
+    assert stats(server)["direct"] == before
+
+
 def test_gunicorns_access_log_counts_the_bytes_written_directly(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     args = ("--access-logfile", str(log), "--access-logformat", "%(U)s %(B)s")
