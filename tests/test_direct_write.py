@@ -267,28 +267,8 @@ def _uwsgi_request(path: str, query: str) -> bytes:
     return struct.pack("<BHB", 0, len(body), 0) + body
 
 
-def test_gunicorn_uwsgi_protocol_bodies_get_no_chunk_framing() -> None:
-    """Under ``--protocol uwsgi`` gunicorn sends the body unframed (nginx frames it): a
-    direct write must not add chunk markers there (they used to leak into the events)."""
-    with gunicorn_server(APP, workers=1, args=("--protocol", "uwsgi")) as srv:
-        sock = socket.create_connection(("127.0.0.1", srv.port))
-        sock.settimeout(30)
-        try:
-            sock.sendall(_uwsgi_request("/mixed", "seed=3&n=40"))
-            raw = b""
-            while data := sock.recv(65536):
-                raw += data
-        finally:
-            sock.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert b"transfer-encoding" not in head.lower()
-    text = body.decode("utf-8")
-    assert "\r" not in text, "chunk markers in an unframed body"
-    got = [kind_value[1] for kind_value in split_messages(body) if kind_value[0] == "data"]
-    assert got == payloads(3, 40)
-
-
 def _raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """Send one request on a new connection; the response's head and body (read to EOF)."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.settimeout(30)
     try:
@@ -300,6 +280,18 @@ def _raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
         sock.close()
     head, _, body = raw.partition(b"\r\n\r\n")
     return head, body
+
+
+def test_gunicorn_uwsgi_protocol_bodies_get_no_chunk_framing() -> None:
+    """Under ``--protocol uwsgi`` gunicorn sends the body unframed (nginx frames it): a
+    direct write must not add chunk markers there (they used to leak into the events)."""
+    with gunicorn_server(APP, workers=1, args=("--protocol", "uwsgi")) as srv:
+        head, body = _raw_exchange(srv.port, _uwsgi_request("/mixed", "seed=3&n=40"))
+    assert b"transfer-encoding" not in head.lower()
+    text = body.decode("utf-8")
+    assert "\r" not in text, "chunk markers in an unframed body"
+    got = [kind_value[1] for kind_value in split_messages(body) if kind_value[0] == "data"]
+    assert got == payloads(3, 40)
 
 
 def test_bodies_gunicorn_does_not_chunk_are_never_written_directly(server: Server) -> None:
