@@ -2,7 +2,8 @@
 protocol, the Vercel AI SDK's UI message stream and OpenAI Chat Completions, all over
 one resumable, cancellable generation log."""
 
-from .backends import BackendError, ChatBackend, DemoBackend, Finish, OpenAIBackend, Usage
+from .backends import BackendError, ChatBackend, DemoBackend, OpenAIBackend
+from .parts import Data, Finish, Reasoning, Source, ToolCall, ToolResult, Usage
 from .protocols.ai_sdk import create_ai_sdk_blueprint
 from .protocols.native import create_chat_blueprint
 from .protocols.openai import create_openai_blueprint
@@ -10,9 +11,14 @@ from .protocols.openai import create_openai_blueprint
 __all__ = [
     "BackendError",
     "ChatBackend",
+    "Data",
     "DemoBackend",
     "Finish",
     "OpenAIBackend",
+    "Reasoning",
+    "Source",
+    "ToolCall",
+    "ToolResult",
     "Usage",
     "create_ai_sdk_blueprint",
     "create_chat_blueprint",

@@ -30,8 +30,9 @@ import sys
 import time
 import zlib
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from .parts import Finish, Usage
 
 __all__ = [
     "BackendError",
@@ -41,42 +42,6 @@ __all__ = [
     "OpenAIBackend",
     "Usage",
 ]
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Token accounting for one reply, as reported by the backend.
-
-    A backend may yield one ``Usage`` (normally last) among its text pieces; the chat
-    blueprint does not send it as text but adds it to the final ``close`` event, so clients
-    can show or bill token counts. Any field may be ``None`` when the server did not say.
-    """
-
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_tokens: int | None = None
-
-    def as_dict(self) -> dict[str, int | None]:
-        """Return the counts as a JSON-ready dict (the shape OpenAI uses for ``usage``)."""
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-        }
-
-
-@dataclass(frozen=True)
-class Finish:
-    """Why the model stopped, when it said so (the OpenAI ``finish_reason``).
-
-    A backend may yield one ``Finish`` among its pieces; the chat blueprints carry its
-    ``reason`` to every client (the ``close`` event's ``finish_reason``, the AI SDK
-    ``finish`` chunk, the OpenAI chunk), so ``"length"`` (cut at the token limit) and
-    ``"content_filter"`` are not reported as a normal ``"stop"``. Without one, a reply
-    that ends normally finishes with ``"stop"``.
-    """
-
-    reason: str
 
 
 @runtime_checkable
