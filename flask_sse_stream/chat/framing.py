@@ -12,52 +12,15 @@ follower's response and frames what the log hands over.
 
 from __future__ import annotations
 
-import json
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any
 
 from ..mailbox import CloseReason, Mailbox
+from .entries import Entry, parse_entries, parse_entry
 
 __all__ = ["Entry", "Framer", "FramingMailbox", "parse_entries", "parse_entry"]
 
 _CACHE_SIZE = 4096
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One log entry read back: a text piece (``content``) or the ``close`` data."""
-
-    stream_id: str
-    seq: int
-    data: dict[str, Any]
-    close: bool
-
-    @property
-    def content(self) -> str:
-        return str(self.data.get("content") or "")
-
-
-def parse_entry(chunk: bytes) -> Entry:
-    """Read back one entry as the log encodes it (``Event(data, event, id).encode()``:
-    the data is compact JSON, so one ``data:`` line)."""
-    stream_id, seq, event, data = "", 0, None, ""
-    for line in chunk.decode("utf-8").split("\n"):
-        name, _, value = line.partition(": ")
-        if name == "id":
-            stream_id, _, number = value.rpartition(":")
-            seq = int(number)
-        elif name == "event":
-            event = value
-        elif name == "data":
-            data = value
-    return Entry(stream_id, seq, json.loads(data) if data else {}, event == "close")
-
-
-def parse_entries(chunks: bytes) -> list[Entry]:
-    """The entries of a prelude (entries joined, each ending with a blank line)."""
-    return [parse_entry(part) for part in chunks.split(b"\n\n") if part.strip()]
 
 
 class Framer(ABC):
