@@ -1,6 +1,7 @@
 """gunicorn settings of the example app (``gunicorn -c example_app/gunicorn.conf.py``).
 
-Builds on the library's config (``flask_sse_stream/gunicorn_conf.py``: gevent worker, many
+Builds on the library's config (``flask_sse_stream/contrib/gunicorn/config.py``: our gevent
+worker class, many
 connections, timeouts for long streams, the SIGTERM drain). Workers: one with the
 ``memory://`` broker (every resume and DELETE must reach the process holding the stream);
 ``WEB_CONCURRENCY`` of them only when ``FLASK_SSE_BROKER_URL`` names a shared broker.
@@ -8,7 +9,7 @@ connections, timeouts for long streams, the SIGTERM drain). Workers: one with th
 
 import os
 
-from flask_sse_stream.gunicorn_conf import *  # noqa: F403
+from flask_sse_stream.contrib.gunicorn.config import *  # noqa: F403
 
 _scheme = os.environ.get("FLASK_SSE_BROKER_URL", "memory://").partition("://")[0].lower()
 _shared_broker = _scheme in ("redis", "rediss", "unix")

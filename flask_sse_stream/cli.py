@@ -18,23 +18,24 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from . import runtime
 from .brokers import Broker, BrokerError, valid_channel
-from .concurrency import current as current_concurrency
-from .mailbox import END, new_mailbox
-from .parse import EventParser
+from .runtime import END
+from .settings import settings_for
+from .wire.parse import EventParser
 
 __all__ = ["sse_cli"]
 
 sse_cli = AppGroup("sse", help="Publish to and watch Server-Sent Events channels.")
 
-EXTENSION_KEY = "sse"
+EXTENSION_KEY = "sse"  # app.extensions: the SSE extension's state (see channels.py)
 
 
 def _broker() -> Broker:
     state = current_app.extensions.get(EXTENSION_KEY)
     if state is None:
         raise click.ClickException("SSE is not set up on this app: call SSE(app) first")
-    if current_app.config.get("SSE_BROKER_URL", "memory://").startswith("memory:"):
+    if settings_for(current_app).broker_kind == "memory":
         click.echo(
             "note: SSE_BROKER_URL is memory://, so only this process is reached; "
             "use a redis:// broker to reach the running servers",
@@ -81,7 +82,7 @@ def publish_command(channel: str, data: str, event: str | None) -> None:
 def tail_command(channel: str, last_event_id: str | None, count: int | None) -> None:
     """Print CHANNEL's events as they arrive, in wire form (Ctrl-C ends it)."""
     broker = _broker()
-    mailbox = new_mailbox(current_concurrency(), int(current_app.config["SSE_SUBSCRIBER_QUEUE"]))
+    mailbox = runtime.current().new_mailbox(settings_for(current_app).subscriber_queue)
     try:
         subscription = broker.subscribe(channel, mailbox, last_event_id)
     except BrokerError as exc:

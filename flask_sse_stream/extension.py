@@ -6,32 +6,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, current_app
 
-from .brokers import Broker, BrokerError, Subscription, create_broker, valid_channel
+from .brokers import Broker, create_broker, valid_channel
+from .channels import EXTENSION_KEY, channel_view
 from .cli import sse_cli
-from .concurrency import current as current_concurrency
-from .gunicorn import check_server
-from .mailbox import CloseReason, Mailbox, new_mailbox
 from .metrics import CHAT_CAPS_KEY, Counters
-from .multichannel import MAX_CHANNELS, MAX_NAMES_LENGTH, Cursor, parse_cursor
-from .registry import StreamRegistry
-from .response import SETTINGS_KEY as DEFAULT_STREAM_SETTINGS_KEY
-from .response import (
-    StreamSettings,
-    last_event_id,
-    refuse_stream,
-    registry_for,
-    reserve_stream,
-    stream_response,
-)
 from .settings import Settings, settings_for
-from .tokens import check_token, init_tokens, make_token
+from .stream.registry import StreamRegistry, registry_for
+from .tokens import init_tokens, make_token
 
-__all__ = ["SSE"]
+__all__ = ["SSE", "ChannelAuthorize", "SSEState"]
 
-EXTENSION_KEY = "sse"
-Authorize = Callable[[str], bool]
+ChannelAuthorize = Callable[[str], bool]
 
 
 @dataclass
@@ -40,20 +27,9 @@ class SSEState:
 
     broker: Broker
     registry: StreamRegistry
-    authorize: Authorize | None
+    authorize: ChannelAuthorize | None
     settings: Settings
-    counters: Counters  # the broker's: published, delivered, ... (see .metrics)
-
-    @property
-    def subscriber_queue(self) -> int:
-        return self.settings.subscriber_queue
-
-
-def json_error(message: str, status: int, **headers: str) -> Response:
-    response = jsonify(error=message)
-    response.status_code = status
-    response.headers.update(headers)
-    return response
+    counters: Counters  # the broker's: published, delivered, ... (see metrics.py)
 
 
 class SSE:
@@ -64,7 +40,9 @@ class SSE:
     request context before a client subscribes to (or replays) a channel.
     """
 
-    def __init__(self, app: Flask | None = None, *, authorize: Authorize | None = None) -> None:
+    def __init__(
+        self, app: Flask | None = None, *, authorize: ChannelAuthorize | None = None
+    ) -> None:
         self.authorize = authorize
         if app is not None:
             self.init_app(app)
@@ -73,13 +51,11 @@ class SSE:
         """Resolve and check the app's config (``ValueError`` naming a bad key), make its
         broker and mount the channel route."""
         settings = settings_for(app, reload=True)
-        app.extensions.pop(DEFAULT_STREAM_SETTINGS_KEY, None)  # made from the old config
         init_tokens(app)
         counters = Counters()
         broker = create_broker(
             settings.broker_url, history_size=settings.history_size, counters=counters
         )
-        check_server(broker)  # warns about memory:// under several gunicorn workers, h2
         app.extensions[EXTENSION_KEY] = SSEState(
             broker=broker,
             registry=registry_for(app),
@@ -118,8 +94,8 @@ class SSE:
     def stats(self) -> dict[str, Any]:
         """Open streams (all SSE responses of this app in this process), local
         subscribers per channel, and this process's cumulative counters: ``published``,
-        ``delivered``, ``resumed``, ``resets``, ``overflow_disconnects`` (what each counts:
-        :mod:`flask_sse_stream.metrics`)."""
+        ``delivered``, ``resumed``, ``resets``, ``overflow_disconnects`` (what each
+        counts: ``metrics.py``), and the chat blueprints' generations."""
         state = self._state()
         caps = current_app.extensions.get(CHAT_CAPS_KEY)  # the chat blueprints', if any
         return {
@@ -131,71 +107,3 @@ class SSE:
                 "running": getattr(caps, "running", 0),
             },
         }
-
-
-def channel_view() -> Response:
-    """``GET {SSE_URL_PREFIX}?channel=NAME[&channel=...]``: replay after Last-Event-ID,
-    then live. Several channels share one stream (see :mod:`.multichannel`)."""
-    state: SSEState = current_app.extensions[EXTENSION_KEY]
-    channels = list(dict.fromkeys(request.args.getlist("channel"))) or ["sse"]
-    if len(channels) > MAX_CHANNELS:
-        return json_error(f"at most {MAX_CHANNELS} channels per stream", 400)
-    if not all(valid_channel(channel) for channel in channels):
-        return json_error("invalid channel: 1 to 128 characters from A-Z a-z 0-9 _ - . :", 400)
-    if sum(map(len, channels)) > MAX_NAMES_LENGTH:
-        return json_error(f"channel names longer than {MAX_NAMES_LENGTH} characters in all", 400)
-    denied = check_token(request.args.get("token"), channels)
-    if denied is not None:
-        return denied
-    if state.authorize is not None:
-        for channel in channels:
-            if not state.authorize(channel):
-                return json_error("not allowed to subscribe to this channel", 403)
-    # Counted before the subscribe, which may block (Redis): the cap holds however many
-    # requests arrive at once.
-    refusal = reserve_stream()
-    if refusal is not None:
-        return refusal
-    concurrency = current_concurrency()
-    mailbox = new_mailbox(concurrency, state.settings.subscriber_queue)
-    subscribe = _subscribe_one if len(channels) == 1 else _subscribe_many
-    try:
-        prelude, on_close = subscribe(state, channels, mailbox)
-    except BrokerError as exc:
-        # A 503 would make EventSource give up for good: it gets a 200 that ends at once
-        # with a retry: hint, and comes back (and replays) once the broker is back.
-        current_app.logger.warning("SSE subscribe to %r failed: %s", channels, exc)
-        mailbox.close(CloseReason.BROKER_LOST)
-        return refuse_stream("the event broker is unavailable, retry later")
-    return stream_response(
-        mailbox, StreamSettings.default(), prelude=prelude, on_close=on_close,
-        concurrency=concurrency,
-    )
-
-
-Subscribed = tuple[bytes, tuple[Callable[[], None], ...]]
-
-
-def _subscribe_one(state: SSEState, channels: list[str], mailbox: Mailbox) -> Subscribed:
-    # A cursor (the id of a multi-channel stream: broker ids never hold "@") resumes this
-    # channel from its own position in it, as the same channel would in a wider stream.
-    position = parse_cursor(last_event_id(), channels)[channels[0]]
-    subscription = state.broker.subscribe(channels[0], mailbox, position)
-    return subscription.prelude, (subscription.close,)
-
-
-def _subscribe_many(state: SSEState, channels: list[str], mailbox: Mailbox) -> Subscribed:
-    cursor = Cursor(mailbox, state.counters, limit=state.subscriber_queue)
-    positions = parse_cursor(last_event_id(), channels)
-    subscriptions: list[Subscription] = []
-    try:
-        for channel in channels:
-            subscriptions.append(
-                state.broker.subscribe(channel, cursor.tap(channel), positions[channel])
-            )
-    except BaseException:
-        for subscription in subscriptions:
-            subscription.close()
-        raise
-    prelude = cursor.start([(s.channel, s.prelude, s.position) for s in subscriptions], positions)
-    return prelude, tuple(s.close for s in subscriptions)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .brokers import broker_kind, normalize_url
+from .wire.numbers import ascii_int
 
 __all__ = [
     "CHAT_DEFAULTS",
@@ -72,7 +73,8 @@ def _as_number(key: str, value: Any, *, integer: bool, nullable: bool, minimum: 
             value = None
         else:
             try:
-                value = float(text) if not (text.isascii() and text.isdigit()) else int(text)
+                number = ascii_int(text, 4000)
+                value = float(text) if number is None else number
             except ValueError:
                 raise ValueError(f"{key} must be a number, not {value!r}") from None
     if value is None:

@@ -25,8 +25,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .event import Event
-from .parse import EventParser
+from .wire.event import Event
+from .wire.parse import EventParser
 
 __all__ = ["read_events"]
 

@@ -21,10 +21,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from .brokers import valid_channel
+from .brokers.base import valid_channel
+from .errors import json_error
 from .settings import settings_for
 
 __all__ = ["SALT", "check_token", "init_tokens", "make_token", "tokens_required"]
@@ -74,12 +75,6 @@ def make_token(app: Flask, channels: Iterable[str] | str, expires_in: float = 30
     return str(_serializer(app).dumps({"c": sorted(set(names)), "e": expires}))
 
 
-def _error(message: str, status: int) -> Response:
-    response = jsonify(error=message)
-    response.status_code = status
-    return response
-
-
 def _payload(token: str) -> dict[str, Any] | None:
     try:
         payload = _serializer(current_app).loads(token)
@@ -106,14 +101,14 @@ def check_token(token: str | None, channels: list[str]) -> Response | None:
     if not tokens_required(current_app):
         return None
     if not token:
-        return _error("a subscribe token is required: add ?token=...", 401)
+        return json_error("a subscribe token is required: add ?token=...", 401)
     payload = _payload(token)
     if payload is None:
-        return _error("invalid subscribe token", 401)
+        return json_error("invalid subscribe token", 401)
     if payload["e"] < time.time():
-        return _error("subscribe token expired: fetch a new one", 401)
+        return json_error("subscribe token expired: fetch a new one", 401)
     allowed = set(payload["c"])
     for channel in channels:
         if channel not in allowed:
-            return _error(f"the subscribe token does not allow channel {channel!r}", 403)
+            return json_error(f"the subscribe token does not allow channel {channel!r}", 403)
     return None

@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+OUR_WORKER = "flask_sse_stream.contrib.gunicorn.GeventWorker"
 
 
 def free_port() -> int:
@@ -85,13 +86,21 @@ def gunicorn_server(
     config: str | None = "example_app/gunicorn.conf.py",
     args: tuple[str, ...] = (),
     port: int | None = None,
+    worker_class: str | None = None,
 ) -> Iterator[Server]:
-    """Run ``gunicorn`` with gevent workers on 127.0.0.1 for the duration of the block."""
+    """Run ``gunicorn`` with gevent workers on 127.0.0.1 for the duration of the block:
+    with ``config`` its worker class (the example config names ours,
+    ``flask_sse_stream.contrib.gunicorn.GeventWorker``), without one plain ``-k gevent``,
+    unless ``worker_class`` says otherwise."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "gunicorn"]
     if config:
         cmd += ["-c", str(ROOT / config)]
-    cmd += ["-k", "gevent", "-w", str(workers), "-b", f"127.0.0.1:{port}", *args, app]
+    if worker_class is None and not config:
+        worker_class = "gevent"
+    if worker_class is not None:
+        cmd += ["-k", worker_class]
+    cmd += ["-w", str(workers), "-b", f"127.0.0.1:{port}", *args, app]
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)

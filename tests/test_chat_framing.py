@@ -16,13 +16,18 @@ from flask_sse_stream.chat import (
     create_chat_blueprint,
     create_openai_blueprint,
 )
-from flask_sse_stream.chat.framing import parse_entries, parse_entry
-from flask_sse_stream.chat.generation import encode_entry
+from flask_sse_stream.chat.entries import parse_entries, parse_entry
 from flask_sse_stream.chat.protocols.ai_sdk import UIMessageFramer, ui_messages
 from flask_sse_stream.chat.protocols.openai import CompletionChunkFramer, openai_messages
 from flask_sse_stream.chat.service import GenerationCaps
 from flask_sse_stream.chat.validation import ChatInputError, ChatLimits
+from flask_sse_stream.wire.event import Event
 from tests.sse_parser import parse
+
+
+def encode_entry(stream_id: str, seq: int, data: dict[str, Any], event: str | None) -> bytes:
+    """A log entry as the log encodes it (chat/entries.py)."""
+    return Event(data, event=event, id=f"{stream_id}:{seq}").encode()
 
 
 def test_entries_read_back_exactly() -> None:
@@ -180,11 +185,11 @@ def test_a_batch_handed_over_at_once_is_framed_entry_by_entry() -> None:
     """The Redis reader hands a burst of log entries to a follower as one chunk: every
     entry in it must reach an AI SDK client (found by the chaos run: words missing from
     replies resumed during bursts)."""
-    from flask_sse_stream.chat.framing import FramingMailbox
-    from flask_sse_stream.mailbox import ThreadMailbox
+    from flask_sse_stream.chat.protocols.framing import FramingSink
+    from flask_sse_stream.runtime.threads import ThreadMailbox
 
     inner = ThreadMailbox(10)
-    mailbox = FramingMailbox(inner, UIMessageFramer())
+    mailbox = FramingSink(inner, UIMessageFramer())
     batch = b"".join(encode_entry("s", n, {"content": w}, None)
                      for n, w in enumerate(["one ", "two ", "three"], start=1))
     assert mailbox.offer(batch)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import redis as redis_py
 
-from flask_sse_stream.chat.generation import FollowStatus
-from flask_sse_stream.chat.redis_store import RedisGenerationStore
-from flask_sse_stream.mailbox import ThreadMailbox
+from flask_sse_stream.chat.store import FollowStatus
+from flask_sse_stream.chat.store.redis import RedisGenerationStore
+from flask_sse_stream.runtime.threads import ThreadMailbox
 from tests.servers import Server
 from tests.sse_parser import parse
 
@@ -33,7 +33,7 @@ def check_hole(owner: RedisGenerationStore, other: RedisGenerationStore,
                redis: Server) -> None:
     owner.create("holey")
     for n in range(1, 6):
-        owner.append("holey", {"content": str(n)})
+        owner.append("holey", str(n))
     owner.finish("holey", {"finish_reason": "stop"})
     admin: Any = redis_py.Redis(port=redis.port, db=6)  # redis-py's hints vary by release
     key = owner.key("holey")

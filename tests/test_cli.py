@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from flask_sse_stream import SSE
-from flask_sse_stream.parse import parse_events
+from flask_sse_stream.wire.parse import parse_events
 from tests.channels import Subscriber
 from tests.servers import ROOT, Server, gunicorn_server
 

@@ -21,10 +21,11 @@ from flask_sse_stream.brokers import broker_kind
 from flask_sse_stream.brokers.memory import MemoryBroker
 from flask_sse_stream.chat import DemoBackend, create_chat_blueprint
 from flask_sse_stream.chat.validation import ChatInputError, parse_resume
-from flask_sse_stream.concurrency import current
-from flask_sse_stream.mailbox import END, CloseReason, GeventMailbox, ThreadMailbox
-from flask_sse_stream.response import registry_for
+from flask_sse_stream.runtime import END, CloseReason, current
+from flask_sse_stream.runtime.gevent import GeventMailbox
+from flask_sse_stream.runtime.threads import ThreadMailbox
 from flask_sse_stream.settings import SETTINGS_KEY, Settings, load_settings, settings_for
+from flask_sse_stream.stream.registry import registry_for
 
 PACKAGE = Path(__file__).resolve().parent.parent / "flask_sse_stream"
 
@@ -151,7 +152,7 @@ def test_sse_stream_without_the_extension_uses_defaults() -> None:
 # --------------------------------------------------------------------------- 2. the seam
 
 
-def test_only_the_concurrency_module_imports_gevent() -> None:
+def test_only_the_runtimes_gevent_module_imports_gevent() -> None:
     importers = []
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text())
@@ -159,12 +160,11 @@ def test_only_the_concurrency_module_imports_gevent() -> None:
             names = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names = [node.module]
             if any(name == "gevent" or name.startswith("gevent.") for name in names):
                 importers.append(path.relative_to(PACKAGE).as_posix())
-    # gunicorn.py is the server integration (its signal handling), not the runtime
-    assert sorted(set(importers) - {"gunicorn.py"}) == ["concurrency.py"]
+    assert sorted(set(importers)) == ["runtime/gevent.py"]
     sources = "".join(p.read_text() for p in PACKAGE.rglob("*.py"))
     assert '.name == "gevent"' not in sources
 
@@ -473,12 +473,14 @@ def test_overflow_while_writing_shuts_the_socket_and_a_write_deadline_cuts_too()
     the server is still busy with the chunk it was given (stuck in a write)."""
     import socket
 
-    from flask_sse_stream.registry import StreamRegistry
-    from flask_sse_stream.response import StreamBody, StreamSettings
+    from flask_sse_stream.stream.body import StreamBody
+    from flask_sse_stream.stream.options import StreamOptions as StreamSettings
+    from flask_sse_stream.stream.registry import StreamRegistry
 
     app = make_app(SSE_WRITE_TIMEOUT=0.5)
-    with app.test_request_context():
-        settings = StreamSettings()
+    from flask_sse_stream.settings import settings_for
+
+    settings = StreamSettings(settings_for(app))
     for cause in ("overflow", "deadline"):
         ours, peer = socket.socketpair()
         try:
@@ -507,7 +509,7 @@ def test_an_upper_case_redis_url_gives_redis_to_channels_and_chat() -> None:
     """One factory rule (the scheme, case-insensitively) for both stores. Nothing
     connects before first use, so no server is needed here."""
     from flask_sse_stream.brokers.redis import RedisBroker
-    from flask_sse_stream.chat.redis_store import RedisGenerationStore
+    from flask_sse_stream.chat.store.redis import RedisGenerationStore
 
     app = make_app(SSE_BROKER_URL="REDIS://127.0.0.1:1/0")
     SSE(app)

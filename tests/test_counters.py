@@ -15,9 +15,9 @@ from flask import Flask
 from flask_sse_stream import SSE
 from flask_sse_stream.brokers.memory import MemoryBroker
 from flask_sse_stream.chat import DemoBackend, create_chat_blueprint
-from flask_sse_stream.concurrency import current
-from flask_sse_stream.mailbox import GeventMailbox
 from flask_sse_stream.metrics import COUNTER_NAMES, Counters
+from flask_sse_stream.runtime import current
+from flask_sse_stream.runtime.gevent import GeventMailbox
 from flask_sse_stream.testing import read_events
 from tests.servers import Server
 

@@ -23,7 +23,15 @@ import pytest
 
 from tests.chat import demo_reply, partial_chat, run_chat
 from tests.rawsse import RawResponse, open_stream
-from tests.servers import ROOT, Server, free_port, gunicorn_server, stop_process, wait_for_port
+from tests.servers import (
+    OUR_WORKER,
+    ROOT,
+    Server,
+    free_port,
+    gunicorn_server,
+    stop_process,
+    wait_for_port,
+)
 from tests.sse_parser import parse
 
 pytestmark = pytest.mark.slow
@@ -94,11 +102,13 @@ def test_run_command_resumes_and_stops_on_new_connections() -> None:
 
 
 def test_memory_broker_under_several_workers_warns_loudly() -> None:
-    with gunicorn_server("tests.apps.core_app:create_app()", workers=2, config=None) as server:
+    with gunicorn_server("tests.apps.core_app:create_app()", workers=2, config=None,
+                         worker_class=OUR_WORKER) as server:
         assert wait_for(lambda: server.log().count(WARNING) == 2)  # once per worker process
         log = server.log()
         assert "-w 1" in log and "redis://" in log  # it names the fix
-    with gunicorn_server("tests.apps.core_app:create_app()", workers=1, config=None) as server:
+    with gunicorn_server("tests.apps.core_app:create_app()", workers=1, config=None,
+                         worker_class=OUR_WORKER) as server:
         httpx.get(server.url + "/count?n=1", timeout=10)
         assert "memory://" not in server.log()
 
@@ -158,8 +168,10 @@ def test_plain_gunicorn_without_config_drains_on_sigterm() -> None:
         assert "graceful timeout" not in server.log().lower()
 
 
-def test_plain_gunicorn_drains_when_max_requests_retires_the_worker() -> None:
-    with gunicorn_server("tests.apps.core_app:create_app()", config=None,
+def test_our_worker_class_drains_when_max_requests_retires_the_worker() -> None:
+    """max_requests stops a worker without a signal: our worker class drains then too
+    (plain ``-k gevent`` drains on signals only)."""
+    with gunicorn_server("tests.apps.core_app:create_app()", config=None, worker_class=OUR_WORKER,
                          args=("--max-requests", "41"), env={"TEST_HEARTBEAT": "30"}) as server:
         assert wait_for(lambda: len(server.worker_pids()) == 1)
         [old] = server.worker_pids()
@@ -193,6 +205,7 @@ def test_pywsgi_drains_on_sigterm() -> None:
 def test_gunicorn_http2_warns_and_serves_one_stream_per_connection() -> None:
     args = ("--http-protocols", "h2,h1", "--http2-cleartext", "prior-knowledge")
     with gunicorn_server("tests.apps.core_app:create_app()", config=None, args=args,
+                         worker_class=OUR_WORKER,
                          env={"TEST_HEARTBEAT": "30"}) as server:
         assert wait_for(lambda: "gunicorn's own HTTP/2 is on" in server.log())
         # What the warning is about: a second request on the connection of an open stream

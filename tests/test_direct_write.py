@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.apps.direct_app import payloads
-from tests.servers import Server, gunicorn_server
+from tests.servers import OUR_WORKER, Server, gunicorn_server
 
 pytestmark = pytest.mark.slow
 
@@ -314,7 +314,7 @@ def test_bodies_gunicorn_does_not_chunk_are_never_written_directly(server: Serve
 def test_gunicorns_access_log_counts_the_bytes_written_directly(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     args = ("--access-logfile", str(log), "--access-logformat", "%(U)s %(B)s")
-    with gunicorn_server(APP, workers=1, config=None, args=args) as srv:
+    with gunicorn_server(APP, workers=1, config=None, args=args, worker_class=OUR_WORKER) as srv:
         client = ChunkedSSE(srv.port, "/mixed?seed=4&n=40")
         received = 0
         try:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flask_sse_stream import Event
-from flask_sse_stream.event import compact_json, encode_comment, encode_retry, to_bytes
+from flask_sse_stream.wire.event import compact_json, encode_comment, encode_retry, to_bytes
 from tests.fuzzing import json_text
 from tests.sse_parser import ParsedEvent, parse
 

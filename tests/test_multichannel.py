@@ -12,8 +12,9 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from flask_sse_stream.mailbox import CloseReason, Mailbox
-from flask_sse_stream.multichannel import Cursor, format_cursor, parse_cursor
+from flask_sse_stream.brokers.multichannel import ChannelMerge as Cursor
+from flask_sse_stream.runtime import CloseReason, Mailbox
+from flask_sse_stream.wire.cursor import format_cursor, parse_cursor
 from tests.channels import publish
 from tests.rawsse import open_stream
 from tests.servers import Server, gunicorn_server

@@ -13,7 +13,7 @@ import pytest
 import redis as redis_py
 
 from flask_sse_stream.brokers.redis import RedisBroker
-from flask_sse_stream.mailbox import ThreadMailbox
+from flask_sse_stream.runtime.threads import ThreadMailbox
 from tests.servers import Server
 from tests.sse_parser import ParsedEvent, parse
 

@@ -16,7 +16,7 @@ from flask import Flask
 from flask_sse_stream import SSE, Event
 from flask_sse_stream.brokers.base import Subscription
 from flask_sse_stream.brokers.memory import MemoryBroker
-from flask_sse_stream.mailbox import CloseReason, Mailbox
+from flask_sse_stream.runtime import CloseReason, Mailbox
 from flask_sse_stream.testing import read_events
 from tests.servers import Server
 
@@ -410,7 +410,7 @@ def test_a_channel_never_published_to_resumes_without_a_reset_memory() -> None:
 def test_events_held_while_subscribing_are_bounded() -> None:
     """Defect: live events that arrive while the other channels' replays are read were
     held without bound (32 channels of Redis replays under a hot channel)."""
-    from flask_sse_stream.multichannel import Cursor
+    from flask_sse_stream.brokers.multichannel import ChannelMerge as Cursor
     from tests.test_multichannel import ListMailbox
 
     mailbox = ListMailbox()

@@ -11,8 +11,8 @@ import pytest
 from flask import Flask, Response, jsonify
 
 from flask_sse_stream import SSE, Event, sse_stream
-from flask_sse_stream.parse import EventParser, parse_events
 from flask_sse_stream.testing import read_events
+from flask_sse_stream.wire.parse import EventParser, parse_events
 
 
 @pytest.fixture

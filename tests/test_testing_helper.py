@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flask_sse_stream import SSE, Event, sse_stream
-from flask_sse_stream.concurrency import current
-from flask_sse_stream.parse import EventParser, parse_events
+from flask_sse_stream.runtime import current
 from flask_sse_stream.testing import read_events
+from flask_sse_stream.wire.parse import EventParser, parse_events
 from tests.sse_parser import parse as reference_parse
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..errors import BrokerError
 from ..metrics import Counters
-from .base import Broker, BrokerError, Subscription, valid_channel
+from .base import Broker, Subscription, valid_channel
 
 __all__ = [
     "Broker",

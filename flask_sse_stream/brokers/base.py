@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from ..event import Event
-from ..mailbox import CloseReason, Mailbox
+from ..errors import BrokerError
 from ..metrics import Counters
+from ..runtime import Sink, hand_off
+from ..wire.event import compact_json, encode_message
 
-__all__ = [
-    "Broker",
-    "BrokerError",
-    "Subscription",
-    "parse_decimal",
-    "reset_event",
-    "valid_channel",
-]
+__all__ = ["Broker", "BrokerError", "Subscription", "reset_event", "valid_channel"]
 
 _CHANNEL = re.compile(r"[A-Za-z0-9_\-.:]{1,128}")
-
-
-def parse_decimal(text: str, max_digits: int) -> int | None:
-    """``text`` as a non-negative int if it is 1 to ``max_digits`` ASCII digits, else None.
-    (``str.isdigit`` alone accepts "²", Arabic-Indic and fullwidth digits, which ``int``
-    then rejects or reads: ids from a header must be plain ASCII.)"""
-    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
-        return int(text)
-    return None
 
 
 def valid_channel(name: str) -> bool:
@@ -38,14 +22,11 @@ def valid_channel(name: str) -> bool:
     return _CHANNEL.fullmatch(name) is not None
 
 
-class BrokerError(RuntimeError):
-    """The broker cannot be reached or refused the operation (e.g. Redis is down)."""
-
-
 def reset_event(last_event_id: str, why: str) -> bytes:
     """``event: reset``: the client's position is gone, so it missed events."""
-    data = json.dumps({"reason": why, "last_event_id": last_event_id[:256]})
-    return Event(data, event="reset").encode()
+    return encode_message(
+        compact_json({"reason": why, "last_event_id": last_event_id[:256]}), event="reset"
+    )
 
 
 class Subscription:
@@ -55,35 +36,26 @@ class Subscription:
     subscription began (None: the channel has none): resuming from it misses nothing,
     even if this subscription never gets an event (multi-channel streams need it)."""
 
-    __slots__ = ("_unsubscribe", "channel", "counters", "mailbox", "position", "prelude")
+    __slots__ = ("_unsubscribe", "channel", "counters", "position", "prelude", "sink")
 
     def __init__(
         self,
         channel: str,
-        mailbox: Mailbox,
+        sink: Sink,
         unsubscribe: Callable[[Subscription], None],
         prelude: bytes = b"",
         counters: Counters | None = None,
     ) -> None:
         self.channel = channel
-        self.mailbox = mailbox
+        self.sink = sink
         self.prelude = prelude
         self.position: str | None = None
         self.counters = counters
         self._unsubscribe = unsubscribe
 
     def deliver(self, chunk: bytes, count: int = 1) -> None:
-        """Hand ``count`` encoded events over as one chunk; a subscriber whose queue is
-        full is cut off (it can reconnect and replay) instead of growing memory without
-        bound. The broker counted the hand-over as ``delivered`` for every subscriber
-        already (one add per batch): a refusal takes it back."""
-        if not self.mailbox.offer(chunk):
-            counters = self.counters
-            if counters is not None:
-                counters.delivered -= count
-                if self.mailbox.reason is None:  # full, not closed already: an overflow
-                    counters.overflow_disconnects += 1
-            self.mailbox.close(CloseReason.OVERFLOW)
+        """Hand ``count`` encoded events over as one chunk (see ``runtime.hand_off``)."""
+        hand_off(self.sink, chunk, self.counters, count)
 
     def close(self) -> None:
         self._unsubscribe(self)
@@ -93,7 +65,7 @@ class Broker(ABC):
     """A channel pub/sub with bounded per-channel history.
 
     Implementations encode each event once and hand the same bytes to every local
-    subscriber, and keep ``counters`` (see :mod:`..metrics`) up to date.
+    subscriber, and keep ``counters`` (see ``metrics.py``) up to date.
     """
 
     counters: Counters
@@ -106,9 +78,9 @@ class Broker(ABC):
 
     @abstractmethod
     def subscribe(
-        self, channel: str, mailbox: Mailbox, last_event_id: str | None = None
+        self, channel: str, sink: Sink, last_event_id: str | None = None
     ) -> Subscription:
-        """Register ``mailbox`` for live events of ``channel``; the returned subscription's
+        """Register ``sink`` for live events of ``channel``; the returned subscription's
         prelude holds the events after ``last_event_id`` (or a reset). Nothing published
         after the replay's end is missed or doubled."""
 

@@ -20,12 +20,12 @@ import time
 from collections import deque
 from typing import Any
 
-from ..concurrency import EventLoop, native_lock
-from ..concurrency import current as current_concurrency
-from ..event import Event
-from ..mailbox import Mailbox
+from .. import runtime
 from ..metrics import Counters
-from .base import Broker, Subscription, parse_decimal, reset_event
+from ..runtime import EventLoop, Sink, native_lock
+from ..wire.event import Event, encode_message
+from ..wire.numbers import ascii_int
+from .base import Broker, Subscription, reset_event
 
 __all__ = ["MemoryBroker"]
 
@@ -70,8 +70,6 @@ class _Channel:
         if not chunks:
             return
         subscribers = list(self.subscribers)
-        # every hand-over counted at once; Subscription.deliver takes back a refused one
-        self.counters.delivered += len(chunks) * len(subscribers)
         if len(chunks) == 1:
             for sub in subscribers:
                 sub.deliver(chunks[0])
@@ -113,7 +111,8 @@ class MemoryBroker(Broker):
             ch = self._channel(channel)
             event_id = f"{ch.prefix}-{ch.last_seq + 1}"
             # encoded (so validated) before the id is taken: a refused event leaves none
-            chunk = Event(data, event=event, id=event_id, retry=retry).encode()
+            chunk = (encode_message(data, event, event_id) if retry is None else
+                     Event(data, event=event, id=event_id, retry=retry).encode())
             ch.last_seq += 1
             self.counters.published += 1
             if ch.history.maxlen:
@@ -144,9 +143,9 @@ class MemoryBroker(Broker):
         return event_id
 
     def subscribe(
-        self, channel: str, mailbox: Mailbox, last_event_id: str | None = None
+        self, channel: str, sink: Sink, last_event_id: str | None = None
     ) -> Subscription:
-        loop = current_concurrency().event_loop()
+        loop = runtime.current().event_loop()
         with self._lock:
             ch = self._channel(channel)
             if ch.loop is None:
@@ -158,14 +157,14 @@ class MemoryBroker(Broker):
             if last_event_id is not None:
                 self.counters.resumed += 1
                 prelude = self._replay(ch, last_event_id)
-            sub = Subscription(channel, mailbox, self._unsubscribe, prelude, self.counters)
+            sub = Subscription(channel, sink, self._unsubscribe, prelude, self.counters)
             sub.position = f"{ch.prefix}-{ch.last_seq}"
             ch.subscribers.add(sub)
         return sub
 
     def _replay(self, ch: _Channel, last_event_id: str) -> bytes:
         prefix, _, seq_text = last_event_id.rpartition("-")
-        seq = parse_decimal(seq_text, 19)
+        seq = ascii_int(seq_text, 19)
         first_seq = ch.last_seq - len(ch.history) + 1
         if seq == 0 and prefix.partition(".")[0] == self._boot:
             # before the channel's first event (a position handed out before anything was

@@ -2,7 +2,7 @@
 
 * ``publish`` is one ``XADD ... MAXLEN ~ SSE_HISTORY_SIZE``: Redis assigns the id, and the
   stream is the history that replay reads, on any host.
-* Live events come from the process's one reader (``redis_log.Reader``): a single blocking
+* Live events come from the process's one reader (``redis/reader.py``): a single blocking
   ``XREAD`` over every channel (and chat generation) with local subscribers, on one
   connection whatever the number of channels or clients. Each batch is encoded once per
   channel and handed to every local subscriber as one chunk.
@@ -12,7 +12,7 @@
 * When the position a replay or the reader continues from was trimmed away, the
   subscriber gets ``event: reset`` first: nothing is skipped in silence.
 * If Redis goes away the reader keeps its subscribers (heartbeats continue) and retries
-  with back-off; after ``redis_log.LOST_AFTER`` seconds their streams end with a
+  with back-off; after ``redis.reader.LOST_AFTER`` seconds their streams end with a
   reconnect hint, and they replay once Redis is back. ``publish`` raises ``BrokerError``.
 """
 
@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..event import Event, data_text
-from ..mailbox import Mailbox
 from ..metrics import Counters
+from ..redis.ids import text
+from ..redis.log import RedisLog
+from ..redis.reader import Follower
+from ..runtime import Sink
+from ..wire.event import Event, data_text, encode_message
 from .base import Broker, Subscription, reset_event
-from .redis_log import Cursor, RedisLog, text
 
 __all__ = ["RedisBroker"]
 
@@ -34,12 +36,11 @@ def _encode_entry(entry_id: str, fields: dict[Any, Any]) -> bytes:
     data = get(b"d")
     event = get(b"e")
     retry = get(b"r")
-    return Event(
-        None if data is None else text(data),
-        event=None if event is None else text(event),
-        id=entry_id,
-        retry=None if retry is None else int(retry),
-    ).encode()
+    data_value = None if data is None else text(data)
+    event_name = None if event is None else text(event)
+    if retry is None:
+        return encode_message(data_value, event_name, entry_id)
+    return Event(data_value, event=event_name, id=entry_id, retry=int(retry)).encode()
 
 
 class ChannelCodec:
@@ -55,11 +56,11 @@ class ChannelCodec:
 
 
 class _RedisSubscription(Subscription):
-    __slots__ = ("cursor",)
+    __slots__ = ("follower",)
 
-    def __init__(self, *args: Any, cursor: Cursor, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, follower: Follower, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cursor = cursor
+        self.follower = follower
 
 
 class RedisBroker(Broker):
@@ -99,15 +100,14 @@ class RedisBroker(Broker):
         self.counters.published += 1
         return entry_id
 
-    def open_cursor(
-        self, channel: str, mailbox: Mailbox, last_event_id: str | None = None
-    ) -> tuple[Cursor, bytes]:
-        """Follow one channel into ``mailbox``: the cursor (``self.log.reader.leave`` it
-        when done) and the prelude to send first (a reset, then the replay). Several
-        cursors may share a mailbox (a stream of several channels)."""
+    def follow(
+        self, channel: str, sink: Sink, last_event_id: str | None = None
+    ) -> tuple[Follower, bytes]:
+        """Follow one channel into ``sink``: the follower (``self.log.reader.leave`` it
+        when done) and the prelude to send first (a reset, then the replay)."""
         reader = self.log.reader
         key = self.key(channel)
-        cursor = Cursor(mailbox, replaying=last_event_id is not None, counters=self.counters)
+        cursor = Follower(sink, replaying=last_event_id is not None, counters=self.counters)
         reader.join(key, cursor, ChannelCodec, self.maxlen)
         if last_event_id is None:
             return cursor, b""
@@ -127,29 +127,21 @@ class RedisBroker(Broker):
         return cursor, prelude
 
     def subscribe(
-        self, channel: str, mailbox: Mailbox, last_event_id: str | None = None
+        self, channel: str, sink: Sink, last_event_id: str | None = None
     ) -> Subscription:
-        cursor, prelude = self.open_cursor(channel, mailbox, last_event_id)
+        follower, prelude = self.follow(channel, sink, last_event_id)
         sub = _RedisSubscription(
-            channel, mailbox, self._unsubscribe, prelude, self.counters, cursor=cursor
+            channel, sink, self._unsubscribe, prelude, self.counters, follower=follower
         )
-        sub.position = cursor.position
+        sub.position = follower.position
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
         assert isinstance(sub, _RedisSubscription)
-        self.log.reader.leave(sub.cursor)
+        self.log.reader.leave(sub.follower)
 
     def subscriber_counts(self) -> dict[str, int]:
-        reader = self.log.reader
-        prefix = self.key_prefix
-        with reader.lock:
-            return {
-                key[len(prefix):]: len(feed.cursors)
-                for key, feed in reader.feeds.items()
-                if isinstance(feed.codec, ChannelCodec) and key.startswith(prefix)
-                and feed.cursors
-            }
+        return self.log.reader.follower_counts(self.key_prefix, ChannelCodec)
 
     def close(self) -> None:
         self.log.release()

@@ -7,6 +7,7 @@ from .parts import Data, Finish, Reasoning, Source, ToolCall, ToolResult, Usage
 from .protocols.ai_sdk import create_ai_sdk_blueprint
 from .protocols.native import create_chat_blueprint
 from .protocols.openai import create_openai_blueprint
+from .runner import FinishedReply
 
 __all__ = [
     "BackendError",
@@ -14,6 +15,7 @@ __all__ = [
     "Data",
     "DemoBackend",
     "Finish",
+    "FinishedReply",
     "OpenAIBackend",
     "Reasoning",
     "Source",

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..event import Event
+from ..wire.event import encode_message
 from .parts import Data, Part, Reasoning, Source, ToolCall, ToolResult
 
 __all__ = [
@@ -97,12 +97,12 @@ def entry_fields(item: str | Part) -> tuple[str | None, dict[str, Any]]:
 def encode_entry(stream_id: str, seq: int, item: str | Part) -> bytes:
     """The log's bytes for ``item``; ``TypeError`` if a value is not JSON."""
     event, data = entry_fields(item)
-    return Event(data, event=event, id=f"{stream_id}:{seq}").encode()
+    return encode_message(data, event, f"{stream_id}:{seq}")
 
 
 def encode_close(stream_id: str, seq: int, data: dict[str, Any]) -> bytes:
     """The log's last entry: ``event: close`` with the reply's end (finish reason, ...)."""
-    return Event(data, event=CLOSE, id=f"{stream_id}:{seq}").encode()
+    return encode_message(data, CLOSE, f"{stream_id}:{seq}")
 
 
 def parse_entry(chunk: bytes) -> Entry:

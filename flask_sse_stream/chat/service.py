@@ -18,31 +18,35 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from flask import Blueprint, Flask, Request, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Request, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import BaseConverter
 
-from ..brokers.base import BrokerError
-from ..concurrency import current as current_concurrency
-from ..mailbox import Mailbox, new_mailbox
+from .. import runtime
+from ..errors import BrokerError, json_error
 from ..metrics import CHAT_CAPS_KEY
-from ..response import StreamSettings, refuse_stream, registry_for, stream_response
-from ..settings import CHAT_DEFAULTS, Settings, settings_for
+from ..runtime import Mailbox, Sink
+from ..settings import Settings, settings_for
+from ..stream.options import StreamOptions
+from ..stream.registry import registry_for
+from ..stream.requests import refuse_stream
+from ..stream.views import stream_response
 from .backends import ChatBackend
-from .framing import Framer, FramingMailbox
-from .generation import Follow, Generations, GenerationStore, MemoryGenerationStore
+from .protocols.framing import Framer, FramingSink
+from .runner import Generations, OnFinish
+from .store import Follow, GenerationStore, MemoryGenerationStore
 from .validation import ChatInputError, ChatLimits
 
 __all__ = [
-    "CHAT_DEFAULTS",
-    "Authorize",
     "Caller",
+    "ChatAuthorize",
     "GenerationCaps",
     "GenerationRoutes",
 ]
 
-Authorize = Callable[[Request], "bool | str | None"]
+ChatAuthorize = Callable[[Request], "bool | str | None"]
 
 CAPS_KEY = CHAT_CAPS_KEY  # read by sse.stats() too
 CAP_RETRY_AFTER = 5  # seconds: a generation typically ends within that
@@ -111,7 +115,7 @@ class GenerationCaps:
 def make_store(settings: Settings) -> GenerationStore:
     retention = settings.chat_retention_seconds
     if settings.broker_kind == "redis":
-        from .redis_store import RedisGenerationStore
+        from .store.redis import RedisGenerationStore
 
         return RedisGenerationStore(settings.broker_url, retention=retention)
     return MemoryGenerationStore(retention=retention)
@@ -134,10 +138,13 @@ class GenerationRoutes:
     """
 
     def __init__(
-        self, backend: ChatBackend, *, name: str, authorize: Authorize | None, import_name: str
+        self, backend: ChatBackend, *, name: str, authorize: ChatAuthorize | None,
+        import_name: str, stop_on_disconnect: bool = False, on_finish: OnFinish | None = None,
     ) -> None:
         self.backend = backend
         self.authorize = authorize
+        self.stop_on_disconnect = stop_on_disconnect
+        self.on_finish = on_finish
         self.state_key = f"flask_sse_stream.chat.{name}"
         self.blueprint = bp = Blueprint(name, import_name)
         bp.record(self._setup)
@@ -156,7 +163,10 @@ class GenerationRoutes:
         if self.state_key in app.extensions:
             return  # registered twice on one app (two prefixes): share the state
         settings = settings_for(app, reload=True)  # checks every key (ValueError names it)
-        generations = Generations(make_store(settings), self.backend, settings.chat_grace_seconds)
+        generations = Generations(
+            make_store(settings), self.backend, settings.chat_grace_seconds,
+            stop_on_disconnect=self.stop_on_disconnect, on_finish=self.on_finish,
+        )
         app.extensions[self.state_key] = ChatState(
             generations=generations,
             limits=ChatLimits(
@@ -177,14 +187,12 @@ class GenerationRoutes:
 
     # -- errors --------------------------------------------------------------------------
 
-    def error(self, status: int, message: str) -> Response:
+    def error(self, status: int, message: str, *, param: str | None = None) -> Response:
         """This protocol's JSON error (``{"error": message}`` unless overridden)."""
-        response = jsonify(error=message)
-        response.status_code = status
-        return response
+        return json_error(message, status)
 
     def _input_error(self, exc: ChatInputError) -> Response:
-        response = self.error(exc.status, exc.message)
+        response = self.error(exc.status, exc.message, param=exc.param)
         if exc.retry_after is not None:
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
@@ -212,7 +220,8 @@ class GenerationRoutes:
         return Caller(user, key)
 
     def start(
-        self, messages: list[dict[str, str]], caller: Caller,
+        self, messages: list[dict[str, Any]], caller: Caller, *,
+        options: dict[str, Any] | None = None, chat_id: str | None = None,
         on_end: Callable[[], None] | None = None,
     ) -> str:
         """Start a generation within the caps (429 beyond them); returns its stream id."""
@@ -230,7 +239,8 @@ class GenerationRoutes:
 
         stream_id = secrets.token_urlsafe(16)
         try:
-            self.generations.start(stream_id, messages, caller.user, on_end=ended)
+            self.generations.start(stream_id, messages, caller.user, options=options,
+                                   chat_id=chat_id, on_end=ended)
         except BaseException:
             caps.release(caller.key)
             raise
@@ -242,8 +252,8 @@ class GenerationRoutes:
     ) -> tuple[Follow, Mailbox]:
         """Follow a generation's log after ``after``; with a ``framer`` the returned
         follow's prelude and everything handed over later are in its protocol."""
-        mailbox = new_mailbox(current_concurrency(), self.state().queue_size)
-        target: Mailbox = mailbox if framer is None else FramingMailbox(mailbox, framer)
+        mailbox = runtime.current().new_mailbox(self.state().queue_size)
+        target: Sink = mailbox if framer is None else FramingSink(mailbox, framer)
         follow = self.generations.follow(stream_id, after, target, caller.user)
         if framer is not None and follow.prelude:
             follow.prelude = framer.frame_many(follow.prelude)
@@ -256,7 +266,7 @@ class GenerationRoutes:
     ) -> Response:
         """The streaming response of one follower."""
         response = stream_response(
-            mailbox, StreamSettings.default(), prelude=opening + follow.prelude,
+            mailbox, StreamOptions.for_app(current_app), prelude=opening + follow.prelude,
             on_close=(follow.stop,),
         )
         response.headers.update(headers or {})

@@ -12,14 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 __all__ = [
     "ChatInputError",
     "ChatLimits",
     "Resume",
     "check_messages",
+    "encodable",
     "messages_from_request",
     "parse_resume",
+    "read_body",
     "read_json_body",
 ]
 
@@ -29,13 +32,16 @@ _RESUME_ID = re.compile(r"([A-Za-z0-9_-]{8,64}):([0-9]{1,9})")
 
 class ChatInputError(Exception):
     """A request refused before anything started: its status, a message saying what to
-    fix, and ``retry_after`` seconds when coming back later helps (429, 503)."""
+    fix, ``retry_after`` seconds when coming back later helps (429, 503), and ``param``,
+    the field at fault, for protocols whose errors name it (OpenAI's)."""
 
-    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None,
+                 param: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,9 @@ def parse_resume(value: str | None) -> Resume | None:
     return Resume(match[1], int(match[2]))
 
 
-def _encodable(value: str) -> bool:
+def encodable(value: str) -> bool:
+    """Whether ``value`` is text UTF-8 can hold (JSON ``"\\ud800"`` gives a lone
+    surrogate, which no model, header or log line takes)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -74,7 +82,7 @@ def _text(value: Any, what: str, limits: ChatLimits) -> str:
         raise ChatInputError(400, f"{what} must be a string")
     if not value.strip():
         raise ChatInputError(400, f"{what} must not be empty")
-    if not _encodable(value):  # a lone surrogate (JSON "\ud800") is not text a model reads
+    if not encodable(value):  # a lone surrogate (JSON "\ud800") is not text a model reads
         raise ChatInputError(400, f"{what} must be valid Unicode text (no lone surrogates)")
     if len(value) > limits.max_chars:
         raise ChatInputError(413, f"{what} is longer than {limits.max_chars} characters")
@@ -127,20 +135,37 @@ def messages_from_request(request: Request, limits: ChatLimits) -> list[dict[str
     return check_messages(body["messages"], limits)
 
 
+def read_body(request: Request, limits: ChatLimits) -> bytes:
+    """The request body, read at most once through Flask's cache (so an app's
+    ``before_request`` that called ``request.get_json()`` and this both can), with a bound
+    on its size that holds for chunked uploads too."""
+    too_large = ChatInputError(413, f"body larger than {limits.max_body_bytes} bytes")
+    length = request.content_length
+    if length is not None and length > limits.max_body_bytes:
+        raise too_large
+    # One byte past the bound (werkzeug stops a chunked upload there), so that a body
+    # over it is seen; the app's own MAX_CONTENT_LENGTH still applies if it is lower.
+    app_limit = request.max_content_length
+    if app_limit is None or app_limit > limits.max_body_bytes:
+        request.max_content_length = limits.max_body_bytes + 1  # Flask >= 3.1: per request
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise too_large from None
+    if len(raw) > limits.max_body_bytes:
+        raise too_large
+    return raw
+
+
 def read_json_body(request: Request, limits: ChatLimits) -> dict[str, Any]:
     """The request's JSON object body, read with a bound on its size."""
     if request.mimetype != "application/json":
         raise ChatInputError(415, "send the body as application/json")
-    length = request.content_length
-    if length is not None and length > limits.max_body_bytes:
-        raise ChatInputError(413, f"body larger than {limits.max_body_bytes} bytes")
-    # bounded read: a chunked upload has no Content-Length to check first
-    raw = request.stream.read(limits.max_body_bytes + 1)
-    if len(raw) > limits.max_body_bytes:
-        raise ChatInputError(413, f"body larger than {limits.max_body_bytes} bytes")
+    raw = read_body(request, limits)
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # ValueError: also an integer of more than 4,300 digits (Python's own limit)
         raise ChatInputError(400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ChatInputError(400, "the body must be a JSON object")

@@ -18,24 +18,24 @@ from typing import Any
 from flask import Flask, request
 
 from flask_sse_stream import SSE, sse_stream
-from flask_sse_stream import response as _response
+from flask_sse_stream.stream.direct import DirectWriter
 
 COUNTS = {"direct": 0, "partial": 0, "refused": 0, "finally": 0}
-_direct_write = _response.StreamBody.direct_write
+_direct_write = DirectWriter.write
 
 
 def _counting_direct_write(self: Any, chunk: bytes) -> bool:
     taken: bool = _direct_write(self, chunk)
     if not taken:
         COUNTS["refused"] += 1
-    elif self._tail is not None:
+    elif self.tail is not None:
         COUNTS["partial"] += 1
     else:
         COUNTS["direct"] += 1
     return taken
 
 
-_response.StreamBody.direct_write = _counting_direct_write  # type: ignore[method-assign]
+DirectWriter.write = _counting_direct_write  # type: ignore[method-assign]
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 

@@ -11,8 +11,7 @@ from flask import Flask, request
 
 from flask_sse_stream import SSE
 from flask_sse_stream.brokers.memory import MemoryBroker
-from flask_sse_stream.concurrency import current
-from flask_sse_stream.mailbox import new_mailbox
+from flask_sse_stream.runtime import current
 from tests.inprocess import HEARTBEAT, data, open_stream
 from tests.sse_parser import parse
 
@@ -182,7 +181,7 @@ def test_a_refused_publish_leaves_replay_exact() -> None:
     with pytest.raises(ValueError, match="line break"):
         broker.publish("c", "bad", event="a\nb")
     ids.append(broker.publish("c", 3))
-    sub = broker.subscribe("c", new_mailbox(current(), 8), ids[1])
+    sub = broker.subscribe("c", current().new_mailbox(8), ids[1])
     replayed = parse(b": ok\n" + sub.prelude).events
     assert [(e.data, e.last_event_id) for e in replayed] == [("2", ids[2]), ("3", ids[3])]
     sub.close()
@@ -191,7 +190,7 @@ def test_a_refused_publish_leaves_replay_exact() -> None:
 def test_broker_replay_and_live_delivery_directly() -> None:
     broker = MemoryBroker(history_size=3)
     ids = [broker.publish("c", n) for n in range(5)]
-    mailbox = new_mailbox(current(), 8)
+    mailbox = current().new_mailbox(8)
     sub = broker.subscribe("c", mailbox, ids[2])
     replayed = parse(b": ok\n" + sub.prelude).events
     assert [(e.data, e.last_event_id) for e in replayed] == [("3", ids[3]), ("4", ids[4])]
@@ -208,11 +207,11 @@ def test_the_position_of_an_empty_channel_survives_its_drop() -> None:
     """A subscription's position on a channel with no event yet ("before the first") stays
     valid after the channel is dropped (no subscriber, never published) and made again."""
     broker = MemoryBroker(history_size=10)
-    sub = broker.subscribe("empty", new_mailbox(current(), 8))
+    sub = broker.subscribe("empty", current().new_mailbox(8))
     position = sub.position
     assert position is not None and position.endswith("-0")
     sub.close()
     event_id = broker.publish("empty", "first")
-    again = broker.subscribe("empty", new_mailbox(current(), 8), position)
+    again = broker.subscribe("empty", current().new_mailbox(8), position)
     assert parse(again.prelude).events[0].last_event_id == event_id  # no reset first
     assert len(parse(again.prelude).events) == 1

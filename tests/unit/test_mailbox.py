@@ -14,7 +14,9 @@ import gevent
 import pytest
 from gevent import monkey
 
-from flask_sse_stream.mailbox import END, CloseReason, GeventMailbox, Mailbox, ThreadMailbox
+from flask_sse_stream.runtime import END, CloseReason, Mailbox
+from flask_sse_stream.runtime.gevent import GeventMailbox
+from flask_sse_stream.runtime.threads import ThreadMailbox
 
 Kind = Callable[[int], Mailbox]
 KINDS: list[Kind] = [ThreadMailbox, GeventMailbox]

@@ -23,20 +23,22 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from ...event import to_bytes
-from ...mailbox import CloseReason
-from ...response import too_many_streams
+from ...runtime import CloseReason
+from ...stream.requests import reserve_stream
+from ...wire.event import to_bytes
 from ..backends import ChatBackend
-from ..framing import Entry, Framer
-from ..generation import FollowStatus
-from ..service import Authorize, Caller, GenerationRoutes
+from ..entries import Entry
+from ..service import Caller, ChatAuthorize, GenerationRoutes
+from ..store import FollowStatus
 from ..validation import (
     ChatInputError,
     ChatLimits,
     check_message_list,
     check_messages,
+    encodable,
     read_json_body,
 )
+from .framing import Framer
 
 __all__ = ["AISDKRoutes", "UIMessageFramer", "create_ai_sdk_blueprint", "ui_messages"]
 
@@ -134,7 +136,7 @@ class AISDKRoutes(GenerationRoutes):
         body = read_json_body(request, self.state().limits)
         chat_id = _chat_id(body.get("id"))
         messages = ui_messages(body.get("messages"), self.state().limits)
-        refusal = too_many_streams()
+        refusal = reserve_stream()
         if refusal is not None:
             return refusal
         alias = _alias(chat_id, caller)
@@ -145,10 +147,9 @@ class AISDKRoutes(GenerationRoutes):
         stream_id = ""
 
         def ended() -> None:
-            if store.alias(alias) == stream_id:
-                store.set_alias(alias, None)
+            store.clear_alias(alias, stream_id)
 
-        stream_id = self.start(messages, caller, on_end=ended)
+        stream_id = self.start(messages, caller, chat_id=chat_id, on_end=ended)
         store.set_alias(alias, stream_id)
         return self._stream(stream_id, caller) or Response(status=204)
 
@@ -158,7 +159,7 @@ class AISDKRoutes(GenerationRoutes):
         stream_id = self.generations.store.alias(_alias(_chat_id(chat_id), caller))
         if stream_id is None:
             return Response(status=204)
-        refusal = too_many_streams()
+        refusal = reserve_stream()
         if refusal is not None:
             return refusal
         return self._stream(stream_id, caller) or Response(status=204)
@@ -186,6 +187,8 @@ class AISDKRoutes(GenerationRoutes):
 def _chat_id(value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_CHAT_ID:
         raise ChatInputError(400, f"id must be a chat id of 1 to {MAX_CHAT_ID} characters")
+    if not encodable(value):
+        raise ChatInputError(400, "id must be valid Unicode text (no lone surrogates)")
     return value
 
 
@@ -200,7 +203,7 @@ def create_ai_sdk_blueprint(
     backend: ChatBackend,
     *,
     name: str = "ai_chat",
-    authorize: Authorize | None = None,
+    authorize: ChatAuthorize | None = None,
     import_name: str = __name__,
 ) -> Blueprint:
     """A blueprint speaking the AI SDK's UI message stream protocol (v1) for

@@ -14,14 +14,16 @@ this protocol needs no framer.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 
-from ...event import Event
-from ...mailbox import CloseReason, Mailbox
-from ...response import StreamSettings, last_event_id, stream_response, too_many_streams
+from ...runtime import CloseReason, Mailbox
+from ...stream.options import StreamOptions
+from ...stream.requests import last_event_id, reserve_stream
+from ...stream.views import stream_response
+from ...wire.event import Event
 from ..backends import ChatBackend
-from ..generation import FollowStatus
-from ..service import Authorize, GenerationRoutes
+from ..service import ChatAuthorize, GenerationRoutes
+from ..store import FollowStatus
 from ..validation import ChatInputError, messages_from_request, parse_resume
 
 __all__ = ["NativeRoutes", "create_chat_blueprint"]
@@ -44,7 +46,7 @@ class NativeRoutes(GenerationRoutes):
             messages = messages_from_request(request, limits)
         elif request.method == "POST":
             request.stream.read(limits.max_body_bytes)  # the re-sent body: not needed
-        refusal = too_many_streams()
+        refusal = reserve_stream()
         if refusal is not None:
             return refusal
         if resume is None:
@@ -78,14 +80,14 @@ def _expired(stream_id: str, seq: int, mailbox: Mailbox) -> Response:
         id=f"{stream_id}:{seq + 1}",
     )
     mailbox.close(CloseReason.FINISHED)
-    return stream_response(mailbox, StreamSettings.default(), prelude=close.encode())
+    return stream_response(mailbox, StreamOptions.for_app(current_app), prelude=close.encode())
 
 
 def create_chat_blueprint(
     backend: ChatBackend,
     *,
     name: str = "chat",
-    authorize: Authorize | None = None,
+    authorize: ChatAuthorize | None = None,
     import_name: str = __name__,
 ) -> Blueprint:
     """A blueprint streaming ``backend``'s replies in this project's protocol.

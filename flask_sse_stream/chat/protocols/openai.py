@@ -24,13 +24,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ...event import to_bytes
-from ...mailbox import END, Mailbox
-from ...response import too_many_streams
+from ...runtime import END, Mailbox
+from ...stream.requests import reserve_stream
+from ...wire.event import to_bytes
 from ..backends import ChatBackend
-from ..framing import Entry, Framer, parse_entries
-from ..generation import Follow, FollowStatus
-from ..service import Authorize, GenerationRoutes
+from ..entries import Entry, parse_entries
+from ..service import ChatAuthorize, GenerationRoutes
+from ..store import Follow, FollowStatus
 from ..validation import (
     ChatInputError,
     ChatLimits,
@@ -38,6 +38,7 @@ from ..validation import (
     check_messages,
     read_json_body,
 )
+from .framing import Framer
 
 __all__ = ["OpenAIRoutes", "create_openai_blueprint", "openai_messages"]
 
@@ -150,7 +151,7 @@ class OpenAIRoutes(GenerationRoutes):
         bp.add_url_rule("/chat/completions", "completions", self.completions, methods=["POST"])
         bp.add_url_rule("/models", "models", self.models, methods=["GET"])
 
-    def error(self, status: int, message: str) -> Response:
+    def error(self, status: int, message: str, *, param: str | None = None) -> Response:
         response = jsonify(_error_body(message, status))
         response.status_code = status
         return response
@@ -174,7 +175,7 @@ class OpenAIRoutes(GenerationRoutes):
         if "model" in body and not isinstance(body["model"], str):
             raise ChatInputError(400, "model must be a string")
         if stream:
-            refusal = too_many_streams()
+            refusal = reserve_stream()
             if refusal is not None:
                 return refusal
         stream_id = self.start(messages, caller)
@@ -238,7 +239,7 @@ def create_openai_blueprint(
     backend: ChatBackend,
     *,
     name: str = "openai",
-    authorize: Authorize | None = None,
+    authorize: ChatAuthorize | None = None,
     model: str = "flask-sse-stream",
     import_name: str = __name__,
 ) -> Blueprint:

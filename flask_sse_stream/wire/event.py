@@ -22,7 +22,15 @@ import json
 import re
 from typing import Any
 
-__all__ = ["Event", "compact_json", "data_text", "encode_comment", "encode_retry", "to_bytes"]
+__all__ = [
+    "Event",
+    "compact_json",
+    "data_text",
+    "encode_comment",
+    "encode_message",
+    "encode_retry",
+    "to_bytes",
+]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _json_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -83,16 +91,22 @@ def _check_retry(retry: Any) -> int:
 
 
 class Event:
-    """One SSE message.
+    """One SSE message, immutable once made.
 
     ``data`` may be ``str`` (sent as is), ``bytes`` (decoded as UTF-8) or any JSON value
     (sent as compact JSON). ``None`` means "no data field". ``comment`` becomes ``: ...``
     lines; an event with only a comment and/or ``retry`` is not dispatched by clients.
     Fields are validated here, at construction, so a bad id fails in the code that made it
-    and never reaches the wire.
+    and never reaches the wire; they cannot be changed afterwards (``AttributeError``).
     """
 
     __slots__ = ("comment", "data", "event", "id", "retry")
+
+    comment: str | None
+    data: Any
+    event: str | None
+    id: str | None
+    retry: int | None
 
     def __init__(
         self,
@@ -102,11 +116,18 @@ class Event:
         retry: int | None = None,
         comment: str | None = None,
     ) -> None:
-        self.data = data
-        self.event = None if event is None else _check_field("event", str(event))
-        self.id = None if id is None else _check_field("id", str(id))
-        self.retry = None if retry is None else _check_retry(retry)
-        self.comment = comment
+        init = object.__setattr__
+        init(self, "data", data)
+        init(self, "event", None if event is None else _check_field("event", str(event)))
+        init(self, "id", None if id is None else _check_field("id", str(id)))
+        init(self, "retry", None if retry is None else _check_retry(retry))
+        init(self, "comment", comment)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Event is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Event is immutable: cannot delete {name!r}")
 
     def __repr__(self) -> str:
         fields = ", ".join(
@@ -121,7 +142,7 @@ class Event:
             return NotImplemented
         return self.encode() == other.encode()
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by wire form
+    __hash__ = None  # type: ignore[assignment]  # data may be a mutable value
 
     @property
     def dispatches(self) -> bool:
@@ -144,6 +165,19 @@ class Event:
         if self.dispatches:
             parts.append(b"\n")
         return b"".join(parts)
+
+
+def encode_message(data: Any, event: str | None = None, id: str | None = None) -> bytes:
+    """``Event(data, event=event, id=id).encode()`` without making the ``Event``: the
+    path of every log entry and published message (the same checks, the same bytes)."""
+    head = b""
+    if event is not None:
+        head = b"event: " + _check_field("event", event).encode("utf-8", "replace") + b"\n"
+    if id is not None:
+        head += b"id: " + _check_field("id", id).encode("utf-8", "replace") + b"\n"
+    if data is None:
+        return head + b"\n" if head else b""
+    return head + _lines(b"data: ", data_text(data)) + b"\n"
 
 
 def encode_comment(text: str = "") -> bytes:

@@ -1,13 +1,13 @@
 """Other wire formats over the one generation log.
 
 A generation's log holds each entry once, encoded as this project's own SSE event
-(``id: <stream_id>:<seq>``, ``{"content"}`` data or the ``close`` event), and the same bytes
-go to every follower, local or on another host through Redis. A protocol that frames a
-reply differently (the AI SDK's UI message chunks, OpenAI's ``chat.completion.chunk``) gets
-a :class:`Framer`: it reads an entry back (:func:`parse_entry`) and frames it for its
-wire. A shared framer caches what it made per entry, so an entry is framed once per
-protocol, not once per follower; a :class:`FramingMailbox` sits between the log and one
-follower's response and frames what the log hands over.
+(``chat/entries.py``), and the same bytes go to every follower, local or on another host
+through Redis. A protocol that frames a reply differently (the AI SDK's UI message
+chunks, OpenAI's ``chat.completion.chunk``) gets a :class:`Framer`: it reads an entry
+back (``parse_entry``) and frames it for its wire. A shared framer caches what it made
+per entry, so an entry is framed once per protocol, not once per follower; a
+:class:`FramingSink` sits between the log and one follower's response and frames what
+the log hands over.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 
-from ..mailbox import CloseReason, Mailbox
-from .entries import Entry, parse_entries, parse_entry
+from ...runtime import CloseReason, Sink
+from ..entries import Entry, parse_entry
 
-__all__ = ["Entry", "Framer", "FramingMailbox", "parse_entries", "parse_entry"]
+__all__ = ["Framer", "FramingSink"]
 
 _CACHE_SIZE = 4096
 
@@ -63,12 +63,13 @@ class Framer(ABC):
                         if part.strip())
 
 
-class FramingMailbox(Mailbox):
-    """What the log hands to one follower, framed, into the response's own mailbox."""
+class FramingSink:
+    """What the log hands to one follower, framed, into the response's own mailbox (a
+    write-only sink: the response reads its mailbox, never this)."""
 
     __slots__ = ("_framer", "inner")
 
-    def __init__(self, inner: Mailbox, framer: Framer) -> None:
+    def __init__(self, inner: Sink, framer: Framer) -> None:
         self.inner = inner
         self._framer = framer
 
@@ -76,21 +77,8 @@ class FramingMailbox(Mailbox):
     def reason(self) -> CloseReason | None:
         return self.inner.reason
 
-    @reason.setter
-    def reason(self, value: CloseReason | None) -> None:  # the base class's slot
-        pass
-
     def offer(self, chunk: bytes) -> bool:
         return self.inner.offer(self._framer.frame_many(chunk))
 
-    def put(self, chunk: bytes, timeout: float | None = None) -> bool:
-        return self.inner.put(self._framer.frame_many(chunk), timeout)
-
     def close(self, reason: CloseReason) -> None:
         self.inner.close(reason)
-
-    def take(self, timeout: float | None) -> list[bytes] | None:
-        return self.inner.take(timeout)
-
-    def drain(self) -> list[bytes]:
-        return self.inner.drain()

@@ -1,4 +1,5 @@
-"""Which streams are open in this process: for ``stats()``, ``SSE_MAX_STREAMS`` and shutdown."""
+"""Which streams are open in this process: for ``stats()``, ``SSE_MAX_STREAMS``, the one
+heartbeat timer and shutdown."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-from .concurrency import Concurrency, native_lock
-from .concurrency import current as current_concurrency
-from .gunicorn import attach_to_server
-from .mailbox import CloseReason
+from .. import runtime
+from ..runtime import CloseReason, Concurrency, native_lock
 
-__all__ = ["StreamRegistry", "close_all_streams"]
+__all__ = ["StreamRegistry", "close_all_streams", "open_stream_count", "registry_for"]
+
+REGISTRY_KEY = "flask_sse_stream.streams"  # app.extensions
 
 log = logging.getLogger("flask_sse_stream")
 
@@ -58,7 +59,6 @@ class StreamRegistry:
 
     def add(self, stream: Closable, *, reserved: bool = False) -> None:
         """Register an open stream (taking over a place held by :meth:`reserve`)."""
-        attach_to_server()  # the first stream hooks the server's shutdown (gunicorn.py)
         if reserved:
             self.unreserve()
         self._streams.add(stream)
@@ -66,7 +66,7 @@ class StreamRegistry:
             self._tick = min(self._tick, stream.tick_interval)
             if not self._ticking:
                 self._ticking = True
-                concurrency = current_concurrency()
+                concurrency = runtime.current()
                 concurrency.spawn(lambda: self._tick_forever(concurrency), contextvars.Context())
 
     def _tick_forever(self, concurrency: Concurrency) -> None:
@@ -103,11 +103,25 @@ class StreamRegistry:
         return len(streams)
 
 
-# Only registries are tracked here (weakly): this is what lets one signal handler end the
-# streams of every app in the process. No other state is process-global.
+# Every app's registry in this process, weakly: what lets one signal handler end the
+# streams of every app.
 _REGISTRIES: weakref.WeakSet[StreamRegistry] = weakref.WeakSet()
 
 
+def registry_for(app: Any) -> StreamRegistry:
+    """The open-stream registry of ``app`` (made on first use if ``SSE`` was not set up)."""
+    registry = app.extensions.get(REGISTRY_KEY)
+    if registry is None:
+        registry = app.extensions[REGISTRY_KEY] = StreamRegistry()
+    return registry  # type: ignore[no-any-return]
+
+
 def close_all_streams(reason: CloseReason = CloseReason.SHUTDOWN) -> int:
-    """End every open stream in this process; call it when the server starts shutting down."""
+    """End every open stream in this process (each gets a last ``retry:`` hint, so its
+    client reconnects and resumes); call it when the server starts shutting down."""
     return sum(registry.close_all(reason) for registry in list(_REGISTRIES))
+
+
+def open_stream_count() -> int:
+    """Open streams of every app in this process (places held for streams included)."""
+    return sum(len(registry) for registry in list(_REGISTRIES))

@@ -4,7 +4,7 @@ The process running a generation keeps a local log (its own followers are served
 memory, with no Redis round trip) and mirrors every encoded entry into the Redis stream
 ``<prefix><stream_id>`` (fields: ``q`` the seq, ``c`` the SSE bytes, ``f`` on the close
 event). A client that resumes on another process replays that stream and then follows it
-through the process's one Redis reader (``brokers/redis_log.py``, shared with the channel
+through the process's one Redis reader (``redis/reader.py``, shared with the channel
 broker), however many generations and clients it follows. Cancelling from another process
 is one message on one pub/sub channel, read by one listener per process, which cancels
 only generations that process runs. Finished logs expire after ``retention``.
@@ -15,20 +15,31 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..brokers.base import BrokerError
-from ..brokers.redis_log import ERRORS, Backoff, Cursor, RedisLog, mapped_errors, text
-from ..concurrency import current as current_concurrency
-from ..event import Event
-from ..mailbox import CloseReason, Mailbox
-from .generation import Follow, FollowStatus, GenerationStore, MemoryGenerationStore
+from ... import runtime
+from ...errors import BrokerError
+from ...redis.backoff import Backoff
+from ...redis.errors import ERRORS, mapped_errors
+from ...redis.ids import text
+from ...redis.log import RedisLog
+from ...redis.reader import Follower
+from ...runtime import CloseReason, Sink
+from ..entries import encode_close
+from ..parts import Part
+from .base import Follow, FollowStatus, GenerationStore
+from .memory import MemoryGenerationStore
 
 __all__ = ["RedisGenerationStore"]
 
 log = logging.getLogger("flask_sse_stream.chat")
 
+# KEYS[1] = the alias, ARGV[1] = the generation that ends
+_CLEAR_IF_SAME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 RUNNING_TTL = 3600  # a generation whose process died without finishing expires after this
 ALIVE_TTL = 10  # seconds: how soon other hosts notice that the owner process died
 ALIVE_EVERY = 3
@@ -38,6 +49,17 @@ def _contiguous(parsed: list[tuple[int, bytes, bool]], after: int) -> bool:
     """Whether the log holds every seq after ``after`` up to its last one."""
     seqs = sorted(seq for seq, _c, _f in parsed if seq > after)
     return seqs == list(range(after + 1, after + 1 + len(seqs)))
+
+
+def _first_of_each(entries: Iterable[tuple[int, bytes, bool]]) -> list[tuple[int, bytes, bool]]:
+    """The entries with each seq once (a retried finish writes its close entry twice)."""
+    seen: set[int] = set()
+    kept = []
+    for entry in entries:
+        if entry[0] not in seen:
+            seen.add(entry[0])
+            kept.append(entry)
+    return kept
 
 
 def _fields(fields: dict[bytes, bytes]) -> tuple[int, bytes, bool]:
@@ -60,9 +82,8 @@ class ChatCodec:
         return chunk, final
 
     def gap(self, last_id: str) -> tuple[bytes, bool]:
-        close = Event({"finish_reason": "error", "error": "part of this reply was lost"},
-                      event="close", id=f"{self.stream_id}:{self.seq + 1}")
-        return close.encode(), True
+        close = {"finish_reason": "error", "error": "part of this reply was lost"}
+        return encode_close(self.stream_id, self.seq + 1, close), True
 
 
 class RedisGenerationStore(GenerationStore):
@@ -100,14 +121,16 @@ class RedisGenerationStore(GenerationStore):
             pipe.execute()
         self._running.add(stream_id)
 
-    def append(self, stream_id: str, data: dict[str, Any], event: str | None = None) -> int:
-        seq = self.local.append(stream_id, data, event)
+    def append(self, stream_id: str, item: str | Part) -> int:
+        seq = self.local.append(stream_id, item)
         self._mirror(stream_id, seq, final=False)
         return seq
 
-    def finish(self, stream_id: str, data: dict[str, Any]) -> int:
+    def finish(self, stream_id: str, close: dict[str, Any]) -> int:
+        """Idempotent: a retried finish mirrors the close entry again (a second copy in
+        the Redis stream with the same seq, which followers' codec skips)."""
         self._running.discard(stream_id)
-        seq = self.local.finish(stream_id, data)
+        seq = self.local.finish(stream_id, close)
         self._mirror(stream_id, seq, final=True)
         return seq
 
@@ -127,19 +150,19 @@ class RedisGenerationStore(GenerationStore):
 
     # -- any process ---------------------------------------------------------------------
 
-    def follow(self, stream_id: str, after: int, mailbox: Mailbox) -> Follow:
+    def follow(self, stream_id: str, after: int, sink: Sink) -> Follow:
         if self.local.exists(stream_id):
-            return self.local.follow(stream_id, after, mailbox)
+            return self.local.follow(stream_id, after, sink)
         self._start_background()
         reader = self.log.reader
         key = self.key(stream_id)
         # Join the reader before replaying (live entries are held back meanwhile), so
         # nothing written between the replay and the first live read is missed.
-        cursor = Cursor(mailbox, replaying=True)
+        cursor = Follower(sink, replaying=True)
         reader.join(key, cursor, lambda: ChatCodec(stream_id))
         try:
             replay = self.log.replay(key, None)
-            parsed = [_fields(fields) for _id, fields in replay.entries]
+            parsed = _first_of_each(_fields(fields) for _id, fields in replay.entries)
             last_seq = max((seq for seq, _c, _f in parsed), default=-1)
             done = any(final for _s, _c, final in parsed)
             status = FollowStatus.LIVE
@@ -164,7 +187,7 @@ class RedisGenerationStore(GenerationStore):
         prelude = b"".join(chunk for seq, chunk, _f in parsed if seq > after)
         if done:
             reader.leave(cursor)
-            mailbox.close(CloseReason.FINISHED)
+            sink.close(CloseReason.FINISHED)
             return Follow(FollowStatus.LIVE, prelude)
         reader.go_live(cursor, replay.end)
         return Follow(FollowStatus.LIVE, prelude, lambda: reader.leave(cursor))
@@ -190,14 +213,17 @@ class RedisGenerationStore(GenerationStore):
         with mapped_errors():
             return bool(self.client.exists(self.key(stream_id)))
 
-    def set_alias(self, name: str, stream_id: str | None) -> None:
+    def set_alias(self, name: str, stream_id: str) -> None:
         """Aliases (AI SDK chat id -> its active generation) in Redis, for every host."""
-        key = self.key_prefix + "alias:" + name
         with mapped_errors():
-            if stream_id is None:
-                self.client.delete(key)
-            else:
-                self.client.set(key, stream_id, ex=RUNNING_TTL)
+            self.client.set(self.key_prefix + "alias:" + name, stream_id, ex=RUNNING_TTL)
+
+    def clear_alias(self, name: str, stream_id: str) -> None:
+        """One script, so no SET of a newer reply can fall between the check and the
+        delete (a GET then a DEL could clear the alias of the reply that replaced this
+        one)."""
+        with mapped_errors():
+            self.client.eval(_CLEAR_IF_SAME, 1, self.key_prefix + "alias:" + name, stream_id)
 
     def alias(self, name: str) -> str | None:
         with mapped_errors():
@@ -231,7 +257,7 @@ class RedisGenerationStore(GenerationStore):
         if self._background_started:
             return
         self._background_started = True
-        concurrency = current_concurrency()
+        concurrency = runtime.current()
         concurrency.spawn(self._listen_for_cancels, contextvars.Context())
         concurrency.spawn(self._keep_alive, contextvars.Context())
 
@@ -240,7 +266,7 @@ class RedisGenerationStore(GenerationStore):
         generations this process runs (so other hosts can tell a crashed owner) and the
         listen keys of those it follows; end the followers of a generation whose owner
         stopped refreshing (their clients come back and are told)."""
-        concurrency = current_concurrency()
+        concurrency = runtime.current()
         while not self._closed:
             concurrency.sleep(ALIVE_EVERY)
             running, followed = list(self._running), self._followed()
@@ -270,7 +296,8 @@ class RedisGenerationStore(GenerationStore):
         """One pub/sub connection per process: cancel requests from other processes.
         Only a generation this process runs is cancelled, and locally: a request never
         causes another message."""
-        backoff = Backoff(current_concurrency(), first=0.5, limit=5.0)
+        backoff = Backoff(first=0.5, limit=5.0)
+        sleep = runtime.current().sleep
         client = self.log.pubsub_client()
         while not self._closed:
             pubsub = None
@@ -296,7 +323,7 @@ class RedisGenerationStore(GenerationStore):
                 if pubsub is not None:
                     with contextlib.suppress(*ERRORS):
                         pubsub.close()
-            backoff.wait()
+            sleep(backoff.next_delay())
 
     def close(self) -> None:
         """Stop the background loops and give the log back. The keep-alive ends within

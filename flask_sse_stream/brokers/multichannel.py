@@ -20,62 +20,33 @@ queued in order, then the held events, and only then do the taps go live. From t
 an event is rewritten when it is queued, and the queue is the wire order.
 
 Single-channel streams do not come here: their bytes are shared by every subscriber
-(encoded once) and carry the broker's own ids, as before.
+(encoded once) and carry the broker's own ids. The id format is ``wire/cursor.py``.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
 
-from .event import compact_json
-from .mailbox import CloseReason, Mailbox
-from .metrics import Counters
+from ..metrics import Counters
+from ..runtime import CloseReason, Sink, hand_off
+from ..wire.cursor import format_cursor
+from ..wire.event import compact_json
 
-__all__ = ["MAX_CHANNELS", "ChannelTap", "Cursor", "format_cursor", "parse_cursor"]
+__all__ = ["MAX_CHANNELS", "MAX_NAMES_LENGTH", "ChannelMerge", "ChannelTap"]
 
 MAX_CHANNELS = 32
 MAX_NAMES_LENGTH = 1024  # all channel names of one stream together: bounds the id's size
 
 
-def parse_cursor(value: str | None, channels: Iterable[str]) -> dict[str, str | None]:
-    """Each channel's position from a client's ``Last-Event-ID``.
-
-    A cursor gives the positions it names (other channels: None, i.e. live from now,
-    as for a channel added to the stream later). A plain id (from a single-channel
-    stream), or a value naming none of the channels (junk, or another stream's cursor),
-    is handed to every channel: each checks it and answers with a reset if it does not
-    know it, so the client is told rather than silently taken live from now."""
-    names = list(channels)
-    if value is None:
-        return dict.fromkeys(names)
-    if "@" not in value:
-        return dict.fromkeys(names, value)
-    positions: dict[str, str | None] = dict.fromkeys(names)
-    for part in value.split(","):
-        name, sep, position = part.partition("@")
-        if sep and position and name in positions and positions[name] is None:
-            positions[name] = position
-    if all(position is None for position in positions.values()):
-        return dict.fromkeys(names, value)
-    return positions
-
-
-def format_cursor(first: str, positions: dict[str, str]) -> str:
-    """The id of an event of channel ``first``: its position first, then the others'."""
-    parts = [f"{first}@{positions[first]}"]
-    parts += [f"{name}@{pos}" for name, pos in positions.items() if name != first]
-    return ",".join(parts)
-
-
-class Cursor:
-    """The positions of one multi-channel stream, and the rewriting of its events."""
+class ChannelMerge:
+    """The positions of one multi-channel stream, and the rewriting of its events into
+    the stream's one sink."""
 
     def __init__(
-        self, mailbox: Mailbox, counters: Counters | None = None, limit: int | None = None
+        self, sink: Sink, counters: Counters | None = None, limit: int | None = None
     ) -> None:
-        self.mailbox = mailbox
+        self.sink = sink
         self.counters = counters  # for an overflow of the held events (see start)
         self.limit = limit  # events held while subscribing, as the mailbox's own bound
         self.positions: dict[str, str] = {}
@@ -130,12 +101,10 @@ class Cursor:
                     self.positions[channel] = end  # also past a reset with nothing after
             held, self._held = self._held, []
             self.live = True
-            for channel, chunk in held:
-                if not self.mailbox.offer(self.rewrite(channel, chunk)):
-                    if self.counters is not None and self.mailbox.reason is None:
-                        self.counters.overflow_disconnects += 1
-                    self.mailbox.close(CloseReason.OVERFLOW)
-                    break
+            if held:
+                # counted as delivered when they were held: no second count here
+                payload = b"".join(self.rewrite(channel, chunk) for channel, chunk in held)
+                hand_off(self.sink, payload, self.counters, count=0)
         return b"".join(parts)
 
     def offer(self, channel: str, chunk: bytes) -> bool:
@@ -145,7 +114,7 @@ class Cursor:
                     return False  # as a full mailbox: the broker cuts the stream off
                 self._held.append((channel, chunk))
                 return True
-            return self.mailbox.offer(self.rewrite(channel, chunk))
+            return self.sink.offer(self.rewrite(channel, chunk))
 
 
 def _name_channel_in_reset(lines: list[bytes], i: int, channel: str) -> None:
@@ -159,36 +128,30 @@ def _name_channel_in_reset(lines: list[bytes], i: int, channel: str) -> None:
         lines[i] = b"data: " + compact_json(data).encode("utf-8", "replace")
 
 
-class ChannelTap(Mailbox):
-    """What a broker sees as one channel's subscriber: forwards into the stream's mailbox
-    through its :class:`Cursor`. Closing a tap (overflow, broker lost) ends the stream."""
+class ChannelTap:
+    """What a broker sees as one channel's subscriber: a write-only sink that forwards
+    into the stream's one sink through its :class:`ChannelMerge`. Closing a tap
+    (overflow, broker lost) ends the stream."""
 
-    __slots__ = ("channel", "cursor")
+    __slots__ = ("_reason", "channel", "merge")
 
-    def __init__(self, cursor: Cursor, channel: str) -> None:
-        super().__init__()
-        self.cursor = cursor
+    def __init__(self, merge: ChannelMerge, channel: str) -> None:
+        self.merge = merge
         self.channel = channel
+        self._reason: CloseReason | None = None
+
+    @property
+    def reason(self) -> CloseReason | None:
+        return self._reason or self.merge.sink.reason
 
     def offer(self, chunk: bytes) -> bool:
-        reason = self.cursor.mailbox.reason
-        if reason is not None:
-            # the stream is ending: refused (not counted as delivered), and this tap is
-            # closed with it, so the broker's close that follows is no second overflow
-            self.reason = self.reason or reason
+        if self.reason is not None:
+            # the stream is ending: refused, and the broker's close that follows is no
+            # second overflow (this tap reads as closed already)
             return False
-        return self.cursor.offer(self.channel, chunk)
-
-    def put(self, chunk: bytes, timeout: float | None = None) -> bool:
-        return self.offer(chunk)
+        return self.merge.offer(self.channel, chunk)
 
     def close(self, reason: CloseReason) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.cursor.mailbox.close(reason)
-
-    def take(self, timeout: float | None) -> list[bytes] | None:
-        raise NotImplementedError("a tap is written to, never read")
-
-    def drain(self) -> list[bytes]:
-        return []
+        if self._reason is None:
+            self._reason = reason
+        self.merge.sink.close(reason)

@@ -17,6 +17,7 @@ import codecs
 import re
 
 from .event import Event
+from .numbers import ascii_int
 
 __all__ = ["EventParser", "parse_events"]
 
@@ -83,8 +84,10 @@ class EventParser:
         elif name == "id":
             if "\0" not in value:
                 self._id = value
-        elif name == "retry" and value.isascii() and value.isdigit():
-            self._retry = int(value)
+        elif name == "retry":
+            retry = ascii_int(value)
+            if retry is not None:
+                self._retry = retry
         return None
 
     def _dispatch(self) -> Event | None:

@@ -1,38 +1,23 @@
-"""Redis Streams as append-only logs: the one place that talks to Redis for both the channel
-broker (``brokers/redis.py``) and the chat store (``chat/redis_store.py``).
+"""The one reader of a process: a single ``XREAD BLOCK`` loop over every key with local
+followers (channels and chat generations alike), on one connection.
 
-* :class:`RedisLog` appends (``XADD``), replays (``XRANGE`` paged until the stream's end,
-  however much ``MAXLEN ~`` kept) and follows keys live through its :class:`Reader`.
-* **Gap detection.** Trimming removes the oldest entries, so a replay or a reader that
-  continues from id ``L`` may have missed something exactly when ``L`` itself is gone
-  (trimmed, or the stream was recreated, e.g. by a Redis restart without persistence).
-  (``XINFO STREAM``'s ``max-deleted-entry-id`` would be more precise, but Redis 7 does not
-  move it when trimming.) Each key's codec turns a gap into what its clients understand
-  (``event: reset`` for channels, a ``close`` with ``finish_reason: "error"`` for chat), so
-  nothing is lost in silence.
-* **One reader per process for every key.** A single ``XREAD BLOCK`` over all keys with
-  local followers, on one connection; keys come and go as followers do (a new key wakes
-  the blocked read with ``CLIENT UNBLOCK``). One read returns batches across keys; while a
-  burst keeps coming the reader reads again every millisecond (a few rounds), then each
-  key's entries, encoded once, go to each follower as one chunk: one write per burst.
-  A read is checked for a gap only when it could hide one (as many entries as the
-  stream's ``MAXLEN``, or a full ``COUNT``, or after an outage): a shorter read proves the
-  stream still holds entries before its start.
-* **The seam** between a follower's replay and the live entries is handled here once: the
-  follower joins first with live entries held back, replays, then gets the held entries
-  past its replay's end; while the reader is still behind that end, entries up to it are
-  skipped.
-* **Errors.** Every Redis error becomes :class:`BrokerError` in :func:`broker_error`; the
-  reader never dies while followers wait: it backs off (:class:`Backoff`), and after
-  ``LOST_AFTER`` seconds of failure it ends its followers' streams with a reconnect hint
-  (they replay once Redis is back). A key that is not a stream (``WRONGTYPE``) ends only
-  its own followers.
-* **Connections.** Commands share one bounded, blocking pool per URL and process (idle
-  connections are closed every ``IDLE_SECONDS``); the reader holds one connection while it
-  has keys and closes it when it has none. Keys are grouped by nothing yet; a Redis Cluster
-  version would run one reader per node over the keys that hash there.
+Keys come and go as followers do (a new key wakes the blocked read with
+``CLIENT UNBLOCK``). One read returns batches across keys; while a burst keeps coming the
+reader reads again every millisecond (a few rounds), then each key's entries, encoded
+once, go to each follower as one chunk: one write per burst. A read is checked for a gap
+only when it could hide one (as many entries as the stream's ``MAXLEN``, or a full
+``COUNT``, or after an outage): a shorter read proves the stream still holds entries
+before its start.
 
-The ``redis`` package is imported here only, so it is needed only with a Redis URL.
+**The seam** between a follower's replay and the live entries is handled here once: the
+follower joins first with live entries held back, replays, then gets the held entries
+past its replay's end; while the reader is still behind that end, entries up to it are
+skipped.
+
+**Errors.** The reader never dies while followers wait: it backs off, and after
+``LOST_AFTER`` seconds of failure it ends its followers' streams with a reconnect hint
+(they replay once Redis is back). A key that is not a stream (``WRONGTYPE``) ends only
+its own followers.
 """
 
 from __future__ import annotations
@@ -41,97 +26,36 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from ..concurrency import Concurrency
-from ..concurrency import current as current_concurrency
-from ..mailbox import CloseReason, Mailbox
+from .. import runtime
+from ..errors import BrokerError
 from ..metrics import Counters
-from .base import BrokerError
+from ..runtime import CloseReason, Concurrency, Sink, hand_off
+from .backoff import Backoff
+from .errors import ERRORS
+from .ids import ZERO, Position, parse_id, text
 
-__all__ = [
-    "ERRORS",
-    "Backoff",
-    "Codec",
-    "Cursor",
-    "RedisLog",
-    "Replay",
-    "broker_error",
-    "parse_id",
-    "text",
-]
+if TYPE_CHECKING:
+    from .log import RedisLog
+
+__all__ = ["BLOCK_MS", "Codec", "Feed", "Follower", "Reader"]
 
 log = logging.getLogger("flask_sse_stream.redis")
 
-ERRORS = (redis.RedisError, OSError)
 BLOCK_MS = 2000  # one XREAD's wait; a new key wakes it earlier (CLIENT UNBLOCK)
 READ_COUNT = 512  # entries per key per XREAD
-PAGE = 1000  # entries per XRANGE page of a replay
-MAX_PAGES = 1000  # a replay that has not reached the end after this many pages gives up
-COMMAND_CONNECTIONS = 32  # per URL and process, shared by appends, replays and checks
 LOST_AFTER = 10.0  # seconds of failing reads before the followers are sent to reconnect
-IDLE_SECONDS = 60.0  # free command connections are closed this often
 COALESCE = 0.001  # while entries keep coming, read again after this long...
 GATHER_ROUNDS = 10  # ...at most this many times before handing them over...
 GATHER_BYTES = 64 * 1024  # ...or until this much is waiting...
 QUIET_ROUNDS = 3  # ...or until this many rounds in a row found nothing new
 
-Position = tuple[int, int]
-ZERO: Position = (0, 0)
 Item = tuple[Position, bytes, bool]  # an entry's position, its encoded bytes, whether final
-
-
-def parse_id(entry_id: str) -> Position | None:
-    ms, _, seq = entry_id.partition("-")
-    # isascii: str.isdigit() also takes "²" or "០", which int() refuses (a 500)
-    if not (ms.isascii() and seq.isascii() and ms.isdigit() and seq.isdigit()
-            and len(ms) < 20 and len(seq) < 20):
-        return None
-    return int(ms), int(seq)
-
-
-def text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def broker_error(exc: BaseException) -> BrokerError:
-    """The one translation of a Redis failure into what callers handle."""
-    if isinstance(exc, redis.ResponseError):
-        return BrokerError(f"redis refused the command: {exc}")
-    return BrokerError(f"redis unavailable: {exc}")
-
-
-@contextmanager
-def mapped_errors() -> Iterator[None]:
-    try:
-        yield
-    except ERRORS as exc:
-        raise broker_error(exc) from exc
-
-
-class Backoff:
-    """Doubling waits (through the runtime seam) between retries of a background loop."""
-
-    def __init__(self, concurrency: Concurrency, first: float = 0.1, limit: float = 2.0):
-        self._sleep = concurrency.sleep
-        self._first = self._next = first
-        self._limit = limit
-
-    def reset(self) -> None:
-        self._next = self._first
-
-    def wait(self) -> float:
-        delay = self._next
-        self._next = min(delay * 2, self._limit)
-        self._sleep(delay)
-        return delay
 
 
 class Codec(Protocol):
@@ -144,20 +68,20 @@ class Codec(Protocol):
         """What followers get in place of entries trimmed before they were read."""
 
 
-class Cursor:
+class Follower:
     """One follower of one key: where the reader hands its entries.
 
     ``held`` is a list while the follower's replay runs (live entries wait there);
     afterwards ``floor`` is the last replayed position while the reader is behind it.
-    A multi-key subscription can own one cursor per key, all on the same mailbox.
+    A multi-key subscription can own one follower per key, all on the same sink.
     ``counters`` (a channel subscriber's; None for chat followers) counts its hand-overs.
     """
 
-    __slots__ = ("counters", "feed", "floor", "held", "mailbox", "position")
+    __slots__ = ("counters", "feed", "floor", "held", "position", "sink")
 
-    def __init__(self, mailbox: Mailbox, *, replaying: bool,
+    def __init__(self, sink: Sink, *, replaying: bool,
                  counters: Counters | None = None) -> None:
-        self.mailbox = mailbox
+        self.sink = sink
         self.counters = counters
         # the id after which this cursor gets the key's entries: where the feed stood when
         # it joined, then the end of its replay (a stream of several channels needs it)
@@ -167,23 +91,13 @@ class Cursor:
         self.floor: Position | None = None
 
     def hand(self, payload: bytes, final: bool, count: int = 1) -> None:
-        """Queue ``payload`` (``count`` entries) for the follower."""
-        # counted before the offer, so whoever sees the event sees it counted
-        counters = self.counters
-        if counters is not None:
-            counters.delivered += count
-        if not self.mailbox.offer(payload):
-            if counters is not None:
-                counters.delivered -= count
-                if self.mailbox.reason is None:  # full, not closed already: an overflow
-                    counters.overflow_disconnects += 1
-            self.mailbox.close(CloseReason.OVERFLOW)  # it reconnects and replays
-            return
-        if final:
-            self.mailbox.close(CloseReason.FINISHED)
+        """Queue ``payload`` (``count`` entries) for the follower; after the log's final
+        entry its stream ends."""
+        if hand_off(self.sink, payload, self.counters, count) and final:
+            self.sink.close(CloseReason.FINISHED)
 
 
-def _hand_items(cursor: Cursor, items: list[tuple[Position, bytes, bool]]) -> None:
+def _hand_items(cursor: Follower, items: list[tuple[Position, bytes, bool]]) -> None:
     if items:
         chunks = [chunk for _p, chunk, _f in items]
         payload = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -202,194 +116,13 @@ class Feed:
         self.trim_hint = trim_hint  # the stream's MAXLEN: a batch this long may hide a gap
         self.last_id = "0-0"
         self.position = ZERO
-        self.live: set[Cursor] = set()
-        self.snapshot: tuple[Cursor, ...] | None = None  # tuple(live), rebuilt on change
-        self.cursors: set[Cursor] = set()  # all of them (live and catching up)
+        self.live: set[Follower] = set()
+        self.snapshot: tuple[Follower, ...] | None = None  # tuple(live), rebuilt on change
+        self.cursors: set[Follower] = set()  # all of them (live and catching up)
         self.ready = False
         self.started = threading.Event()
         self.error: BaseException | None = None
         self.check = False  # verify the continuation point at the next batch
-
-
-@dataclass
-class Replay:
-    """What a replay read: the entries after the start (all that is kept after a reset),
-    the id it ended at, and why it is not an exact continuation (None if it is)."""
-
-    entries: list[tuple[str, dict[Any, Any]]]
-    end: str | None
-    reset: str | None
-
-
-def _after(a: str, b: str) -> bool:
-    return (parse_id(a) or ZERO) > (parse_id(b) or ZERO)
-
-
-class RedisLog:
-    """Streams on one Redis (one per URL and process: see :meth:`open`)."""
-
-    _shared: dict[tuple[str, float, float], RedisLog] = {}
-    _shared_lock = threading.Lock()
-
-    @classmethod
-    def open(cls, url: str, *, connect_timeout: float = 2.0, timeout: float = 5.0) -> RedisLog:
-        """The process's log for ``url`` (shared by the broker and the chat store, so one
-        reader serves both); call :meth:`release` when done with it."""
-        with cls._shared_lock:
-            key = (url, connect_timeout, timeout)
-            found = cls._shared.get(key)
-            if found is None:
-                found = cls._shared[key] = cls(url, connect_timeout=connect_timeout,
-                                               timeout=timeout)
-            found._users += 1
-            return found
-
-    def __init__(self, url: str, *, connect_timeout: float = 2.0, timeout: float = 5.0):
-        self.url = url
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=COMMAND_CONNECTIONS, timeout=timeout,
-            socket_connect_timeout=connect_timeout, socket_timeout=timeout,
-            health_check_interval=30,
-        )
-        # Any: redis-py's own hints change between releases
-        self.client: Any = redis.Redis(connection_pool=pool)
-        self.reader = Reader(self)
-        self._users = 0
-        self._swept = time.monotonic()
-
-    def release(self) -> None:
-        with self._shared_lock:
-            self._users -= 1
-            if self._users > 0:
-                return
-            for key, value in list(self._shared.items()):
-                if value is self:
-                    del self._shared[key]
-        self.reader.stop()
-        self.client.close()
-
-    def reader_client(self) -> Any:
-        """A connection of its own for the reader's blocking reads (no hidden retries:
-        the reader's back-off decides)."""
-        return redis.Redis.from_url(
-            self.url, single_connection_client=True, socket_keepalive=True,
-            socket_connect_timeout=self.connect_timeout,
-            socket_timeout=BLOCK_MS / 1000 + self.timeout, retry=Retry(NoBackoff(), 0),
-        )
-
-    def pubsub_client(self) -> Any:
-        """A client for one long pub/sub subscription (no read timeout)."""
-        return redis.Redis.from_url(
-            self.url, socket_keepalive=True, socket_connect_timeout=self.connect_timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-
-    def sweep_idle(self) -> None:
-        """Close the free command connections now and then (they reconnect on use)."""
-        now = time.monotonic()
-        if now - self._swept >= IDLE_SECONDS:
-            self._swept = now
-            self.client.connection_pool.disconnect(inuse_connections=False)
-
-    # -- commands ------------------------------------------------------------------------
-
-    def append(self, key: str, fields: dict[str, Any], *, maxlen: int | None = None,
-               expire: int | None = None) -> str:
-        """XADD (trimmed to about ``maxlen``; expiring after ``expire`` s); the new id."""
-        self.sweep_idle()
-        with mapped_errors():
-            if expire is None:
-                entry_id = self.client.xadd(key, fields, maxlen=maxlen, approximate=True)
-            else:
-                with self.client.pipeline(transaction=False) as pipe:
-                    pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
-                    pipe.expire(key, expire)
-                    entry_id = pipe.execute()[0]
-        return text(entry_id)
-
-    def end_id(self, key: str) -> str:
-        """The id of the stream's last entry ("0-0" if empty or missing)."""
-        with mapped_errors():
-            last = self.client.xrevrange(key, count=1)
-        return text(last[0][0]) if last else "0-0"
-
-    def replay(self, key: str, after: str | None) -> Replay:
-        """The entries after ``after`` (all kept ones if None), paged to the stream's end.
-
-        Every page starts *at* the id it continues from (inclusive), so a continuation
-        point trimmed away, before the first page or between two, is seen: the result
-        then says ``reset`` and holds what is still kept, instead of stopping short or
-        skipping in silence.
-        """
-        reset: str | None = None
-        if after is not None and parse_id(after) is None:
-            reset, after = "unknown event id", None
-        elif after == "0-0":  # before the first entry: exact unless any was ever removed
-            if self.gaps({key: after}):
-                reset = "event id older than the history"
-            after = None
-        entries: list[tuple[str, dict[Any, Any]]] = []
-        start = after  # None: from the stream's start
-        for _ in range(MAX_PAGES):
-            with mapped_errors():
-                page = self.client.xrange(key, min=start or "-", max="+", count=PAGE)
-            full = len(page) >= PAGE
-            page = [(text(raw_id), fields) for raw_id, fields in page]
-            if start is not None:
-                if page and page[0][0] == start:
-                    page = page[1:]
-                elif reset is None:
-                    reset = self._why_not_kept(key, start, first_page=start == after)
-            entries += page
-            if not full:
-                if reset == "unknown event id" and not entries and after is not None:
-                    # past the stream's end (another server's id, a clock ahead): what
-                    # the stream keeps, as for any unknown id
-                    whole = self.replay(key, None)
-                    return Replay(whole.entries, whole.end, reset)
-                end = entries[-1][0] if entries else (None if reset else after)
-                return Replay(entries, end, reset)
-            start = entries[-1][0]
-        raise BrokerError("redis: the replay did not reach the stream's end")
-
-    def _why_not_kept(self, key: str, start: str, *, first_page: bool) -> str:
-        if not first_page:
-            return "events were trimmed during the replay"
-        with mapped_errors():
-            first = self.client.xrange(key, count=1)
-        if first and _after(text(first[0][0]), start):
-            return "event id older than the history"
-        return "unknown event id"
-
-    def gaps(self, points: dict[str, str]) -> set[str]:
-        """The keys whose continuation point (key -> last id read) was trimmed away (or
-        whose stream was recreated) since: entries after it may be lost.
-
-        Conservative: a point trimmed just after the read that went past it counts too
-        (the reader was a whole history behind anyway).
-        """
-        keys = list(points)
-        with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                if points[key] == "0-0":
-                    pipe.xinfo_stream(key)
-                else:
-                    pipe.xrange(key, min=points[key], max=points[key], count=1)
-            results = pipe.execute(raise_on_error=False)
-        found = set()
-        for key, result in zip(keys, results, strict=True):
-            if isinstance(result, redis.ResponseError) and "no such key" in str(result):
-                continue  # a stream started at 0-0 that is gone again
-            if isinstance(result, BaseException):
-                raise result
-            if points[key] == "0-0":  # read from the start: was anything ever removed?
-                if int(result.get("entries-added", 0)) > int(result.get("length", 0)):
-                    found.add(key)
-            elif not result:
-                found.add(key)
-        return found
 
 
 class Reader:
@@ -409,7 +142,7 @@ class Reader:
 
     # -- followers -----------------------------------------------------------------------
 
-    def join(self, key: str, cursor: Cursor, codec: Callable[[], Codec],
+    def join(self, key: str, cursor: Follower, codec: Callable[[], Codec],
              trim_hint: int | None = None) -> Feed:
         """Add ``cursor`` to ``key``'s feed, starting one (at the stream's current end) if
         this process does not read the key yet. Raises BrokerError."""
@@ -446,12 +179,12 @@ class Reader:
                 self.running = True
         feed.started.set()
         if start:
-            current_concurrency().spawn(self._run, contextvars.Context())
+            runtime.current().spawn(self._run, contextvars.Context())
         else:
             self._wake()
         return feed
 
-    def go_live(self, cursor: Cursor, end: str | None) -> None:
+    def go_live(self, cursor: Follower, end: str | None) -> None:
         """End ``cursor``'s replay, which read up to ``end`` (None: read nothing)."""
         floor = None if end is None else parse_id(end)
         with self.lock:
@@ -466,7 +199,7 @@ class Reader:
             else:
                 cursor.floor = floor
 
-    def leave(self, cursor: Cursor) -> None:
+    def leave(self, cursor: Follower) -> None:
         with self.lock:
             feed = cursor.feed
             if feed is None:
@@ -488,8 +221,8 @@ class Reader:
     def _end(feed: Feed, reason: CloseReason, chunk: bytes = b"") -> None:
         for cursor in list(feed.cursors):
             if chunk:
-                cursor.mailbox.offer(chunk)
-            cursor.mailbox.close(reason)
+                cursor.sink.offer(chunk)
+            cursor.sink.close(reason)
         feed.cursors.clear()
         feed.live.clear()
         feed.snapshot = None
@@ -497,6 +230,15 @@ class Reader:
     def followed_keys(self) -> list[str]:
         with self.lock:
             return list(self.feeds)
+
+    def follower_counts(self, prefix: str, codec: type) -> dict[str, int]:
+        """Followers per key (``prefix`` stripped) of the keys read with ``codec``."""
+        with self.lock:
+            return {
+                key[len(prefix):]: len(feed.cursors)
+                for key, feed in self.feeds.items()
+                if isinstance(feed.codec, codec) and key.startswith(prefix) and feed.cursors
+            }
 
     def stop(self) -> None:
         with self.lock:
@@ -513,7 +255,7 @@ class Reader:
                 return
             self.woken = round_ = self.reading
             client_id = self.client_id
-        sleep = current_concurrency().sleep
+        sleep = runtime.current().sleep
         for _ in range(50):  # the XREAD may not have reached Redis yet: try again shortly
             try:
                 if self.log.client.client_unblock(client_id):
@@ -528,8 +270,8 @@ class Reader:
     # -- the loop ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        concurrency = current_concurrency()
-        backoff = Backoff(concurrency)
+        concurrency = runtime.current()
+        backoff = Backoff()
         failing_since: float | None = None
         try:
             while True:
@@ -563,7 +305,7 @@ class Reader:
                 except Exception:  # a bug must not leave followers waiting in silence
                     log.exception("redis reader failed; its followers reconnect")
                     self._end_all(CloseReason.BROKER_LOST)
-                    backoff.wait()
+                    runtime.current().sleep(backoff.next_delay())
                     continue
                 if failing_since is not None:
                     failing_since = None
@@ -589,7 +331,7 @@ class Reader:
         self._close_client()
         if isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc):
             if not self._drop_wrong_types(streams):
-                backoff.wait()
+                runtime.current().sleep(backoff.next_delay())
             return False
         with self.lock:
             for feed in self.feeds.values():
@@ -601,7 +343,7 @@ class Reader:
             self._end_all(CloseReason.BROKER_LOST)
         else:
             log.warning("redis reader: %s; retrying", exc)
-        backoff.wait()
+        runtime.current().sleep(backoff.next_delay())
         return ended
 
     def _end_all(self, reason: CloseReason) -> None:
@@ -636,7 +378,7 @@ class Reader:
         process is busy writing the previous batch, a publisher adds about one entry per
         round whatever the round lasts, and a deadline would then hand over one entry at
         a time. An entry after a quiet spell waits QUIET_ROUNDS * COALESCE."""
-        pending: dict[Feed, list[tuple[tuple[Cursor, ...], list[Item]]]] = {}
+        pending: dict[Feed, list[tuple[tuple[Follower, ...], list[Item]]]] = {}
         try:
             size = self._dispatch(response, pending)
             quiet = 0
@@ -657,7 +399,7 @@ class Reader:
                 _flush(groups)
 
     def _dispatch(self, response: Any,
-                  pending: dict[Feed, list[tuple[tuple[Cursor, ...], list[Item]]]]) -> int:
+                  pending: dict[Feed, list[tuple[tuple[Follower, ...], list[Item]]]]) -> int:
         """Check for gaps and deliver one read; live followers' items go to ``pending``.
         Returns the bytes added there."""
         batches = []
@@ -680,7 +422,7 @@ class Reader:
         return size
 
     def _deliver(self, feed: Feed, entries: list[Any], gap: bool,
-                 pending: dict[Feed, list[tuple[tuple[Cursor, ...], list[Item]]]]) -> int:
+                 pending: dict[Feed, list[tuple[tuple[Follower, ...], list[Item]]]]) -> int:
         codec = feed.codec
         items: list[Item] = []
         if gap:
@@ -731,7 +473,7 @@ class Reader:
         return sum(len(chunk) for _p, chunk, _f in items)
 
 
-def _flush(groups: list[tuple[tuple[Cursor, ...], list[Item]]]) -> None:
+def _flush(groups: list[tuple[tuple[Follower, ...], list[Item]]]) -> None:
     """Hand each group of items to its live followers, one chunk per follower."""
     for live, items in groups:
         chunks = [chunk for _p, chunk, _f in items]

@@ -1,0 +1,1 @@
+"""Integrations with particular servers, on top of everything else."""
