@@ -74,7 +74,8 @@ def first_event(resp: RawResponse) -> tuple[bytes, str]:
 
 def test_run_command_resumes_and_stops_on_new_connections() -> None:
     with run_command_server({"FLASK_CHAT_DEMO_DELAY": "0.03"}) as server:
-        assert "gevent" in server.log() or wait_for(lambda: "gevent" in server.log())
+        assert wait_for(lambda: "Using worker: flask_sse_stream.contrib.gunicorn.GeventWorker"
+                        in server.log())
         assert wait_for(lambda: len(server.worker_pids()) == 1)
 
         def resume(i: int) -> bool:

@@ -62,7 +62,7 @@ def venv() -> Iterator[Path]:
 
 def test_only_the_library_is_installed(venv: Path) -> None:
     [site] = list(venv.glob("lib/python*/site-packages"))
-    assert (site / "flask_sse_stream" / "gunicorn_conf.py").is_file()
+    assert (site / "flask_sse_stream" / "contrib" / "gunicorn" / "config.py").is_file()
     assert not (site / "example_app").exists()  # it would shadow a user's module
     assert (site / "packaging").is_dir()  # gunicorn's gevent worker needs it
 

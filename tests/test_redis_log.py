@@ -162,8 +162,8 @@ def test_a_thousand_channels_use_a_constant_number_of_connections(
             peak = max(peak, client_count(redis) - baseline)
     broker.publish("many-0", "first")
     broker.publish("many-999", "last")
-    assert b"data: first" in b"".join(subs[0].mailbox.take(10) or [])
-    assert b"data: last" in b"".join(subs[999].mailbox.take(10) or [])
+    assert b"data: first" in b"".join(subs[0].sink.take(10) or [])
+    assert b"data: last" in b"".join(subs[999].sink.take(10) or [])
     peak = max(peak, client_count(redis) - baseline)
     for sub in subs:
         sub.close()

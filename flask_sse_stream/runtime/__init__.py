@@ -83,6 +83,10 @@ class Concurrency(Protocol):
     def direct_socket(self, sock: Any) -> DirectSocket | None:
         """Non-blocking writes to ``sock`` from any greenlet, or None where not possible."""
 
+    def peer_closed(self, sock: Any) -> bool | None:
+        """Whether the peer of ``sock`` has gone (see ``sockets.peer_closed``), without
+        blocking."""
+
     def call_with_timeout(self, seconds: float, fn: Callable[[], Any]) -> Any:
         """``fn()``, or ``TimeoutError`` after ``seconds``."""
 

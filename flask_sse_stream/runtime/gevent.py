@@ -38,6 +38,8 @@ __all__ = [
 
 # threading.get_ident, patched, names the greenlet; this is the OS thread's.
 _os_thread_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
+# select.poll, patched, waits in the hub: a non-blocking check needs the original.
+_poll: Callable[[], Any] = monkey.get_original("select", "poll")
 
 
 def active() -> bool:
@@ -148,6 +150,10 @@ class _Gevent:
             return None
         return DirectSocket(sock, fd, loop)
 
+    def peer_closed(self, sock: Any) -> bool | None:
+        """``sockets.peer_closed`` with the original poller."""
+        return peer_closed(sock, _poll)
+
     def call_with_timeout(self, seconds: float, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` in this greenlet and return its result, or raise ``TimeoutError``
         after ``seconds`` (interrupting it wherever it waits cooperatively)."""
@@ -209,7 +215,7 @@ class _EofCheck:
         self.watcher = watcher
 
     def __call__(self) -> None:
-        closed = peer_closed(self.sock)
+        closed = peer_closed(self.sock, _poll)
         if closed is None:
             return  # spurious wake-up
         self.watcher.stop()  # the watch is level-triggered: unread bytes would spin it

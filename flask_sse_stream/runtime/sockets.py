@@ -7,6 +7,7 @@ from __future__ import annotations
 import select
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["bytes_acked", "client_socket", "peer_closed", "tune_socket"]
@@ -44,7 +45,7 @@ def _fd(sock: Any) -> int:
         return -1
 
 
-def peer_closed(sock: Any) -> bool | None:
+def peer_closed(sock: Any, poll: Callable[[], Any] = select.poll) -> bool | None:
     """Non-blocking check of a client socket: True if the peer has shut its side (FIN),
     reset it or the socket failed, False if it sent bytes and is still connected (a
     pipelined request; under TLS also an alert not yet followed by FIN), None if nothing
@@ -53,12 +54,14 @@ def peer_closed(sock: Any) -> bool | None:
     It polls instead of reading (``POLLRDHUP`` reports the FIN even with unread bytes in
     front of it), so the same check serves plain TCP and TLS, whose records cannot be
     peeked at without consuming them: a client that sends ``close_notify`` then FIN, as
-    curl, Go and Node do, is gone, not pipelining.
+    curl, Go and Node do, is gone, not pipelining. ``poll`` makes the poller: under
+    gevent the original one (gevent's own would wait in the hub, which a watcher's
+    callback cannot).
     """
     fd = _fd(sock)
     if fd < 0:
         return True
-    poller = select.poll()
+    poller = poll()
     poller.register(fd, select.POLLIN | _POLL_CLOSED)
     try:
         events = poller.poll(0)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .mailbox import END, CloseReason, Mailbox
+from .sockets import peer_closed
 
 __all__ = ["THREADS", "ThreadMailbox"]
 
@@ -68,6 +69,9 @@ class _Threads:
 
     def direct_socket(self, sock: Any) -> None:
         return None
+
+    def peer_closed(self, sock: Any) -> bool | None:
+        return peer_closed(sock)
 
     def call_with_timeout(self, seconds: float, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` and return its result, or raise ``TimeoutError`` after ``seconds``.

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import runtime
 from ..runtime import END, CloseReason, Concurrency, Mailbox
-from ..runtime.sockets import bytes_acked, peer_closed, tune_socket
+from ..runtime.sockets import bytes_acked, tune_socket
 from ..wire.event import encode_comment, encode_retry
 from .direct import DirectWriter, ServerFraming
 from .options import StreamOptions
@@ -151,7 +151,7 @@ class StreamBody:
         if self._writing:
             self._check_progress(now)
             return  # a heartbeat would only queue behind the stuck write
-        if self._watch_stopped and peer_closed(self._sock):
+        if self._watch_stopped and self._concurrency.peer_closed(self._sock):
             self._peer_left()
             return
         if self._deadline is not None and now >= self._deadline:
@@ -275,7 +275,7 @@ class StreamBody:
             self.mailbox.close(CloseReason.EXPIRED)
             return None
         sock = self._sock
-        if self._cancel_watch is None and sock is not None and peer_closed(sock):
+        if self._cancel_watch is None and sock is not None and self._concurrency.peer_closed(sock):
             self.mailbox.close(CloseReason.DISCONNECTED)
             return None
         if self._options.heartbeat is not None:
