@@ -1,16 +1,21 @@
-"""Every Python snippet in README.md and the tutorials runs, and does what the text says.
+"""Every Python snippet of the README and of the docs pages runs, and does what the text says.
 
-Fenced ``python`` blocks are executed in order, in-process; an HTML comment right before a
-fence tunes it:
+The documents are README.md and every page under docs/ (the site's pages, the tutorials
+included). Fenced ``python`` blocks are executed in order, in-process; an HTML comment
+right before a fence tunes it:
 
 - ``<!-- snippet: skip -->``: a fragment that cannot run on its own (use sparingly);
 - ``<!-- snippet: continue -->``: run in the namespace of the previous block (it uses the
-  ``app`` defined there); ``continue=NAME``: in the namespace of the block checked as NAME;
+  ``app`` defined there); ``continue=NAME``: in the namespace of the block checked as NAME
+  in the same document; ``continue=PAGE#NAME``: of the block checked as NAME in another
+  document (a path relative to this one, as in a link: ``getting-started.md#quickstart``),
+  whose blocks are then run up to that one, so a page can build on another page's app;
 - ``<!-- snippet: check=NAME -->``: drive it with ``CHECKS[NAME]`` (the test client,
   ``read_events``) once all blocks ran, so it is shown to do what the text claims.
 
-``js`` blocks are parsed with ``node --check``. The Chinese tutorial carries the same
-examples and goes through the same checks.
+``js`` blocks are parsed with ``node --check``. Every check is used by some document, so
+a snippet moved from one page to another stays tested. The Chinese tutorial carries the
+same examples and goes through the same checks.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from flask_sse_stream.testing import read_events
 from tests.fake_openai import DEFAULT_PIECES, FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ["README.md", "docs/tutorial.md", "docs/tutorial.zh-CN.md"]
+DOCS = ["README.md", *sorted(p.relative_to(ROOT).as_posix()
+                             for p in (ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\s*$")
 MARKER = re.compile(r"^<!--\s*snippet:\s*(.*?)\s*-->\s*$")
 
@@ -71,6 +77,75 @@ def blocks(doc: str) -> list[Block]:
         found.append(Block(doc, i + 1, match.group(1), "\n".join(lines[i + 1:end]), options))
         i = end + 1
     return found
+
+
+def python_blocks(doc: str) -> list[Block]:
+    return [b for b in blocks(doc) if b.lang == "python"]
+
+
+def js_blocks(doc: str) -> list[Block]:
+    return [b for b in blocks(doc) if b.lang in ("js", "javascript")]
+
+
+DOCS_WITH_PYTHON = [doc for doc in DOCS if python_blocks(doc)]
+DOCS_WITH_JS = [doc for doc in DOCS if js_blocks(doc)]
+
+
+def other_doc(doc: str, target: str) -> tuple[str, str]:
+    """``PAGE#NAME`` of a ``continue`` in ``doc``: the other document (from the repository
+    root) and the check name."""
+    page, _, name = target.partition("#")
+    path = ((ROOT / doc).parent / page).resolve()
+    return path.relative_to(ROOT).as_posix(), name
+
+
+class Snippets:
+    """Runs documents' Python blocks; a namespace continued from another document is
+    made once per run (its blocks up to the named one) and then shared."""
+
+    def __init__(self) -> None:
+        self.imported: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def run(self, doc: str, stop_at: str | None = None
+            ) -> list[tuple[str, dict[str, Any]]]:
+        """Execute ``doc``'s blocks in order (up to the one checked as ``stop_at``); the
+        (check, namespace) of every checked block."""
+        named: dict[str, dict[str, Any]] = {}
+        previous: dict[str, Any] | None = None
+        checked: list[tuple[str, dict[str, Any]]] = []
+        for block in python_blocks(doc):
+            if "skip" in block.options:
+                continue
+            ns = self.namespace(block, named, previous)
+            code = compile(block.code, f"{doc}:{block.line}", "exec")
+            exec(code, ns)  # our own documentation
+            check = block.options.get("check")
+            if check:
+                named[check] = ns
+                checked.append((check, ns))
+                if check == stop_at:
+                    return checked
+            previous = ns
+        assert stop_at is None, f"{doc}: no block is checked as {stop_at!r}"
+        return checked
+
+    def namespace(self, block: Block, named: dict[str, dict[str, Any]],
+                  previous: dict[str, Any] | None) -> dict[str, Any]:
+        where = f"{block.doc}:{block.line}"
+        if "continue" not in block.options:
+            return {"__name__": f"snippet_{block.line}"}
+        source = block.options["continue"]
+        if not source:
+            assert previous is not None, f"{where}: nothing to continue"
+            return previous
+        if "#" not in source:
+            assert source in named, f"{where}: no block above is checked as {source!r}"
+            return named[source]
+        key = other_doc(block.doc, source)
+        assert key[0] != block.doc, f"{where}: continue=NAME within the same document"
+        if key not in self.imported:
+            self.imported[key] = dict(self.run(key[0], stop_at=key[1]))[key[1]]
+        return self.imported[key]
 
 
 # --- checks: what each snippet claims, driven with the test client ----------------------
@@ -214,48 +289,27 @@ def fast_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(time, "sleep", lambda seconds: real_sleep(min(seconds, 0.001)))
 
 
-@pytest.mark.parametrize("doc", DOCS)
+@pytest.mark.parametrize("doc", DOCS_WITH_PYTHON)
 def test_python_snippets_run(doc: str, fast_sleep: None, monkeypatch: pytest.MonkeyPatch
                              ) -> None:
-    python = [b for b in blocks(doc) if b.lang == "python"]
-    assert python, f"no python blocks found in {doc}"
+    python = python_blocks(doc)
     skipped = [b for b in python if "skip" in b.options]
     assert len(skipped) <= 2, "skip sparingly: make the snippet runnable instead"
-    named: dict[str, dict[str, Any]] = {}
-    previous: dict[str, Any] | None = None
-    pending: list[tuple[str, dict[str, Any]]] = []
     with FakeOpenAI(delay=0) as fake:
         monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        for block in python:
-            if "skip" in block.options:
-                continue
-            if "continue" in block.options:
-                source = block.options["continue"]
-                ns = named[source] if source else previous
-                assert ns is not None, f"{doc}:{block.line}: nothing to continue"
-            else:
-                ns = {"__name__": f"snippet_{block.line}"}
-            code = compile(block.code, f"{doc}:{block.line}", "exec")
-            exec(code, ns)  # our own documentation
-            check = block.options.get("check")
-            if check:
-                named[check] = ns
-                pending.append((check, ns))
-            previous = ns
+        pending = Snippets().run(doc)
         # checked once every block ran: a later block may still add to the same app,
         # which Flask refuses after the first request
         for check, ns in pending:
             CHECKS[check](ns)
-    checked = {b.options["check"] for b in python if "check" in b.options}
-    assert checked, f"{doc}: no snippet is checked"
+    assert pending, f"{doc}: no snippet is checked"
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-@pytest.mark.parametrize("doc", DOCS)
+@pytest.mark.parametrize("doc", DOCS_WITH_JS)
 def test_js_snippets_parse(doc: str, tmp_path: Path) -> None:
-    scripts = [b for b in blocks(doc) if b.lang in ("js", "javascript")]
-    for block in scripts:
+    for block in js_blocks(doc):
         path = tmp_path / f"snippet_{block.line}.mjs"
         path.write_text(block.code, encoding="utf-8")
         result = subprocess.run(["node", "--check", str(path)], capture_output=True,
@@ -263,10 +317,72 @@ def test_js_snippets_parse(doc: str, tmp_path: Path) -> None:
         assert result.returncode == 0, f"{doc}:{block.line}: {result.stderr}"
 
 
-def test_every_doc_has_snippets_and_no_unknown_markers() -> None:
+def test_snippet_markers_are_known_and_every_check_is_used() -> None:
+    used: set[str] = set()
     for doc in DOCS:
         for block in blocks(doc):
+            where = f"{doc}:{block.line}"
             unknown = set(block.options) - {"skip", "continue", "check"}
-            assert not unknown, f"{doc}:{block.line}: unknown snippet option {unknown}"
+            assert not unknown, f"{where}: unknown snippet option {unknown}"
             check = block.options.get("check")
-            assert check is None or check in CHECKS, f"{doc}:{block.line}: no check {check!r}"
+            assert check is None or check in CHECKS, f"{where}: no check {check!r}"
+            used.add(check or "")
+            source = block.options.get("continue", "")
+            if "#" in source:
+                page, name = other_doc(doc, source)
+                assert (ROOT / page).is_file(), f"{where}: no document {page}"
+                targets = {b.options.get("check") for b in python_blocks(page)}
+                assert name in targets, f"{where}: {page} has no block checked as {name!r}"
+    unused = set(CHECKS) - used
+    assert not unused, f"checks no document uses (a snippet was lost?): {sorted(unused)}"
+    assert "quickstart" in {b.options.get("check") for b in python_blocks("README.md")}
+
+
+def test_architecture_page_names_every_module_and_only_real_ones() -> None:
+    """The page's tables name each module of the package (or its package, for one
+    described as a whole); its picture names each package."""
+    package = ROOT / "flask_sse_stream"
+    if not (package / "wire").is_dir():
+        pytest.skip("the package is not yet in the layout the architecture page describes")
+    page = (ROOT / "docs/architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"^\| `([\w./]+)` \|", page, re.MULTILINE))
+    assert not sorted(n for n in named if not (package / n).exists()), "named, not there"
+    dirs = [n for n in named if n.endswith("/")]
+    modules = {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
+    unnamed = sorted(m for m in modules
+                     if m not in named and not any(m.startswith(d) for d in dirs)
+                     and not (m.endswith("/__init__.py") and m.count("/") >= 1))
+    assert not unnamed, f"modules the architecture page does not name: {unnamed}"
+    picture = page.split("```mermaid", 1)[1].split("```", 1)[0]
+    packages = {m.split("/", 1)[0] for m in modules if "/" in m}
+    assert not sorted(p for p in packages if f"{p}/" not in picture), "not in the picture"
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub (and the site, with pymdownx.slugs) gives a heading."""
+    text = re.sub(r"[`*_\[\]()]", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def test_readme_links_reach_existing_files_and_headings() -> None:
+    """The README is not part of the site, so mkdocs does not check its links: this does
+    (they are relative paths, for GitHub and a checkout)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    local = [link for link in links if not re.match(r"^[a-z]+:", link)]
+    assert len(local) >= 10, local
+    for link in local:
+        path, _, anchor = link.partition("#")
+        target = ROOT / path if path else ROOT / "README.md"
+        assert target.exists(), f"README links to a missing {path}"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", target.read_text(encoding="utf-8"), re.M)
+            assert anchor in {github_slug(h) for h in headings}, f"no #{anchor} in {path}"
+
+
+def test_readme_has_the_two_commands_and_ci_runs_the_test_one() -> None:
+    commands = [b.code.strip() for b in blocks("README.md") if b.lang == "bash"]
+    assert commands.count("./scripts/run") == 1
+    assert commands.count("./scripts/test") == 1
+    assert "./scripts/test" in (ROOT / ".ci/run").read_text(encoding="utf-8")
