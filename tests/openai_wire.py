@@ -49,13 +49,22 @@ TEXTS = {"text": "Hello, world!", "reasoning": "The answer is 42.", "client_tool
          "cancel": "Stopped mid"}
 
 
+def with_heartbeats(frames: list[bytes], heartbeat: bytes) -> bytes:
+    """``frames`` with ``heartbeat`` before, between and after every event in them (a
+    frame may hold several events), as a stream's heartbeat comments may fall."""
+    events = [event + b"\n\n" for frame in frames for event in frame.split(b"\n\n")
+              if event]
+    return heartbeat + heartbeat.join(events) + heartbeat
+
+
 def chat_stream(entries: list[Entry], *, include_usage: bool = False,
                 heartbeat: bytes = b"") -> bytes:
-    """The whole streamed Chat Completions body for ``entries`` (``heartbeat`` between
-    frames, as the stream's heartbeat comments come)."""
+    """The whole streamed Chat Completions body for ``entries`` (``heartbeat`` around
+    every event, as the stream's heartbeat comments may come)."""
     framer = ChatChunkFramer(f"chatcmpl-{STREAM_ID}", "wire-model",
                              include_usage=include_usage, created=1_700_000_000)
-    return heartbeat.join([framer.opening(), *(framer.frame(entry) for entry in entries)])
+    return with_heartbeats([framer.opening(), *(framer.frame(entry) for entry in entries)],
+                           heartbeat)
 
 
 def responses_stream(entries: list[Entry], *, echo: dict[str, Any] | None = None,
@@ -63,7 +72,8 @@ def responses_stream(entries: list[Entry], *, echo: dict[str, Any] | None = None
     """The whole streamed Responses body for ``entries``."""
     framer = ResponseEventFramer(f"resp_{STREAM_ID}", "wire-model", echo=echo,
                                  created_at=1_700_000_000)
-    return heartbeat.join([framer.opening(), *(framer.frame(entry) for entry in entries)])
+    return with_heartbeats([framer.opening(), *(framer.frame(entry) for entry in entries)],
+                           heartbeat)
 
 
 def sse(raw: bytes) -> list[tuple[str, str]]:
