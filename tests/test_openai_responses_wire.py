@@ -124,6 +124,19 @@ def test_client_tool_calls_are_function_call_items() -> None:
     assert response.output_text == "Checking."
 
 
+def test_the_sdk_parses_the_arguments_of_strict_function_tools() -> None:
+    tools: Any = [{"type": "function", "name": "get_weather", "strict": True,
+                   "parameters": {"type": "object", "additionalProperties": False,
+                                  "properties": {}}}]
+    state: ResponseStreamState[Any] = ResponseStreamState(input_tools=tools, text_format=omit)
+    out: list[Any] = [o for e in events(responses_stream(SCENARIOS["client_tool"]))
+                      for o in state.handle_event(e)]
+    response = out[-1].response
+    parsed = [getattr(item, "parsed_arguments", None) for item in response.output
+              if item.type == "function_call"]
+    assert parsed == [WEATHER, None]
+
+
 def test_server_side_tools_are_not_shown_and_each_step_is_its_own_message() -> None:
     raw = responses_stream(SCENARIOS["server_tool"])
     parsed = events(raw)

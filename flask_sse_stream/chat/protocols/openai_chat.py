@@ -180,7 +180,7 @@ class ChatCompletionBuilder:
             "content": None if self._calls and not text else text,
             "refusal": None,
             # always there (null without reasoning): SDK users read it as an attribute
-            "reasoning_content": "".join(self._reasoning) if self._reasoning else None,
+            "reasoning_content": "".join(self._reasoning) or None,
         }
         if self._calls:
             message["tool_calls"] = self._calls

@@ -24,7 +24,9 @@ from ..validation import ChatInputError, ChatLimits
 __all__ = [
     "ClientToolCalls",
     "OpenAIInputError",
+    "bad",
     "check_conversation",
+    "check_text",
     "check_tool_choice",
     "check_tools",
     "failure",
