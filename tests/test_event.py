@@ -38,7 +38,8 @@ def test_event_and_id_survive_with_any_data(data: str, name: str, event_id: str)
 
 
 @given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none() | st.booleans() | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda children: st.lists(children) | st.dictionaries(st.text(), children),
     max_leaves=20,
 ).filter(lambda v: isinstance(v, (dict, list))))

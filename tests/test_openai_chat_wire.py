@@ -20,7 +20,7 @@ from flask_sse_stream.chat.protocols.openai_chat import (
     chat_messages,
     chat_request,
 )
-from flask_sse_stream.chat.protocols.openai_shared import OpenAIInputError
+from flask_sse_stream.chat.validation import ChatInputError as OpenAIInputError
 from flask_sse_stream.chat.validation import ChatLimits
 from tests.openai_wire import SCENARIOS, TEXTS, USAGE, WEATHER, chat_stream, reply, sse_json
 

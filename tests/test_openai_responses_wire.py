@@ -21,7 +21,7 @@ from pydantic import TypeAdapter
 from flask_sse_stream.chat import Reasoning, ToolCall, ToolResult
 from flask_sse_stream.chat.protocols.openai_responses import ResponseBuilder
 from flask_sse_stream.chat.protocols.openai_responses_input import responses_request
-from flask_sse_stream.chat.protocols.openai_shared import OpenAIInputError
+from flask_sse_stream.chat.validation import ChatInputError as OpenAIInputError
 from flask_sse_stream.chat.validation import ChatLimits
 from tests.openai_wire import (
     SCENARIOS,

@@ -28,7 +28,7 @@ from flask_sse_stream.chat.protocols.openai_chat import (
 )
 from flask_sse_stream.chat.protocols.openai_responses import ResponseBuilder, ResponseEventFramer
 from flask_sse_stream.chat.protocols.openai_responses_input import responses_request
-from flask_sse_stream.chat.protocols.openai_shared import OpenAIInputError
+from flask_sse_stream.chat.validation import ChatInputError as OpenAIInputError
 from flask_sse_stream.chat.validation import ChatLimits
 from tests.openai_wire import SCENARIOS, STREAM_ID, TEXTS, USAGE, WEATHER, with_heartbeats
 

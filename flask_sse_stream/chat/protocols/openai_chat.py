@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ...event import compact_json, to_bytes
+from ...wire.event import compact_json, to_bytes
 from ..entries import CLOSE, REASONING, TEXT, TOOL_CALL, Entry
 from ..validation import ChatLimits
 from .openai_shared import (
@@ -210,7 +210,7 @@ class ChatRequest:
 def chat_request(body: dict[str, Any], limits: ChatLimits) -> ChatRequest:
     """A Chat Completions request body, checked: its ``messages`` as backend messages,
     ``tools`` and ``tool_choice`` for the backend, ``stream`` and
-    ``stream_options.include_usage``. Refused with a 4xx :class:`OpenAIInputError`."""
+    ``stream_options.include_usage``. Refused with a 4xx ``ChatInputError`` naming the ``param``."""
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad("stream", "Invalid type for 'stream': expected a boolean.")

@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...event import Event, compact_json
+from ...wire.event import Event, compact_json
 from ..entries import CLOSE, REASONING, TEXT, TOOL_CALL, TOOL_RESULT, Entry
 from .openai_shared import ClientToolCalls, failure, usage_counts
 

@@ -53,7 +53,8 @@ class ResponsesRequest:
 
 
 def responses_request(body: dict[str, Any], limits: ChatLimits) -> ResponsesRequest:
-    """A Responses request body, checked; a 4xx :class:`OpenAIInputError` otherwise."""
+    """A Responses request body, checked; else a 4xx ``ChatInputError`` naming the
+    ``param``."""
     _refuse_unsupported(body)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):

@@ -1,6 +1,6 @@
 """What the two OpenAI wire formats (Chat Completions and Responses) share.
 
-* :class:`OpenAIInputError`: a refused request with the OpenAI ``param`` it is about;
+* :func:`bad`: a refused request with the OpenAI ``param`` it is about;
 * :class:`ClientToolCalls`: which log entries these endpoints show. They show text,
   reasoning and **client-side** tool calls only: a ``tool-call`` entry whose
   ``tool-result`` (same id) follows ran on the server, and its call and result stay on
@@ -23,7 +23,6 @@ from ..validation import ChatInputError, ChatLimits
 
 __all__ = [
     "ClientToolCalls",
-    "OpenAIInputError",
     "bad",
     "check_conversation",
     "check_text",
@@ -38,18 +37,10 @@ _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for function na
 TOOL_CHOICES = ("none", "auto", "required")
 
 
-class OpenAIInputError(ChatInputError):
-    """A request refused with a 4xx and the request field it is about (``param`` in
-    OpenAI's error body, e.g. ``"messages[2].content"``)."""
-
-    def __init__(self, status: int, message: str, param: str | None = None) -> None:
-        super().__init__(status, message)
-        self.param = param
-
-
-def bad(param: str, message: str, status: int = 400) -> OpenAIInputError:
-    """A 400 about ``param``."""
-    return OpenAIInputError(status, message, param)
+def bad(param: str, message: str, status: int = 400) -> ChatInputError:
+    """A 400 about ``param`` (the field OpenAI's error body names, e.g.
+    ``"messages[2].content"``)."""
+    return ChatInputError(status, message, param=param)
 
 
 def failure(data: dict[str, Any]) -> str | None:
