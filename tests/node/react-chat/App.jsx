@@ -3,6 +3,7 @@
 // parts carries. A client-side tool `getLocation` answers from the page (addToolOutput)
 // and the chat posts the output back on its own. Query parameters: ?chat=<id> names the
 // chat (so a reload can resume it), ?resume=1 resumes its active reply on load.
+// Built by `node build.mjs` into bundle.js; served by index.html.
 import { useChat } from "@ai-sdk/react";
 import {
   DefaultChatTransport,
