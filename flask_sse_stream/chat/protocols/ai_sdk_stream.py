@@ -174,7 +174,7 @@ class UIMessageFramer:
     per-follower position that supplies the previous entry's kind."""
 
     def __init__(self, cache_size: int = _CACHE_SIZE) -> None:
-        self._cache: dict[bytes, tuple[str, bytes]] = {}
+        self._cache: dict[bytes, tuple[str, bytes, bool]] = {}
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -184,12 +184,13 @@ class UIMessageFramer:
         sent last, see :func:`..ai_sdk_messages.response_message_id`) and ``start-step``."""
         return _chunk({"type": "start", "messageId": message_id}) + _START_STEP
 
-    def body(self, chunk: bytes) -> tuple[str, bytes]:
-        """The kind and cached body of one log entry, as the log encodes it."""
+    def body(self, chunk: bytes) -> tuple[str, bytes, bool]:
+        """The kind and cached body of one log entry (as the log encodes it), and whether
+        it is a run's kind (text, reasoning: nothing to add inside a run)."""
         cached = self._cache.get(chunk)
         if cached is None:
             entry = parse_entry(chunk)
-            cached = (entry.kind, body(entry))
+            cached = (entry.kind, body(entry), entry.kind in _RUNS)
             with self._lock:
                 if len(self._cache) >= self._cache_size:
                     self._cache.clear()  # followers of a live entry are served within moments
@@ -199,7 +200,7 @@ class UIMessageFramer:
     def frame(self, previous: str | None, chunk: bytes) -> tuple[bytes, str]:
         """One log entry framed after an entry of kind ``previous``, and its own kind
         (the ``previous`` of the next entry)."""
-        kind, framed = self.body(chunk)
+        kind, framed, _ = self.body(chunk)
         between = transition(previous, kind)
         return (between + framed if between else framed), kind
 
@@ -212,10 +213,11 @@ class UIMessageFollower:
     """One follower of one reply: frames the entries handed to it (each exactly once, in
     log order, from seq 1) with the shared framer, remembering the last entry's kind."""
 
-    __slots__ = ("_framer", "previous")
+    __slots__ = ("_cache", "_framer", "previous")
 
     def __init__(self, framer: UIMessageFramer) -> None:
         self._framer = framer
+        self._cache = framer._cache  # the hot path: one dict lookup per entry
         self.previous: str | None = None
 
     def opening(self, message_id: str) -> bytes:
@@ -223,8 +225,12 @@ class UIMessageFollower:
 
     def frame(self, chunk: bytes) -> bytes:
         """One log entry (as the log encodes it) framed for this follower."""
-        framed, self.previous = self._framer.frame(self.previous, chunk)
-        return framed
+        kind, framed, run = self._cache.get(chunk) or self._framer.body(chunk)
+        previous, self.previous = self.previous, kind
+        if run and previous == kind:
+            return framed  # inside a run: the cached bytes as they are
+        between = transition(previous, kind)
+        return between + framed if between else framed
 
     def frame_many(self, chunk: bytes) -> bytes:
         """Every entry in ``chunk`` framed: a replay, or a batch the log handed over at
