@@ -37,7 +37,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ...event import to_bytes
+from ...wire.event import to_bytes
 from ..entries import (
     CLOSE,
     DATA,
