@@ -288,6 +288,8 @@ class Swarm:
     connect_concurrency: int = 256
     keep_latencies: bool = True
     on_event: Callable[[SSEProtocol, bytes | None, bytes, float], None] | None = None
+    # reads (send time, seq) from event data; the relay's events carry their stamp elsewhere
+    parse: Callable[[bytes], tuple[float, int] | None] = parse_stamp
 
     # counters
     attempted: int = 0
@@ -317,7 +319,7 @@ class Swarm:
         if conn.nevents == 0:
             self.primed += 1
         conn.nevents += 1
-        stamp = parse_stamp(data)
+        stamp = self.parse(data)
         if stamp is not None and stamp[1] < 0:
             self.warm_events += 1
         else:

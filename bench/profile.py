@@ -76,7 +76,7 @@ def main() -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-prof-"))
     raw_path = Path(args.out or log_dir / "stacks.txt")
     run.raise_nofile_limit()
-    with run.serve(spec, params["heartbeat"], log_dir) as running:
+    with run.serve(spec, params["heartbeat"], log_dir, params) as running:
         worker = psutil.Process(running.pid).children()[0].pid
         spy = subprocess.Popen(
             [pyspy, "record", "--pid", str(worker), "--format", "raw", "--rate",
