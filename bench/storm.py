@@ -248,12 +248,70 @@ class CpuSampler:
         before = [c for t, c in mine if t <= when]
         return before[-1] if before else (mine[0][1] if mine else None)
 
+    def timeline(self, pid: int, t0: float, seconds: int) -> list[float]:
+        """The pid's CPU % in each second after ``t0``."""
+        out = []
+        for i in range(seconds):
+            a, b = self.cpu_at(pid, t0 + i), self.cpu_at(pid, t0 + i + 1)
+            out.append(round(100 * (b - a), 0) if a is not None and b is not None else 0.0)
+        return out
+
     def first_seen(self, pid: int) -> float | None:
         return next((t for t, p, _ in self.samples if p == pid), None)
 
     def last_seen(self, pid: int) -> float | None:
         seen = [t for t, p, _ in self.samples if p == pid]
         return seen[-1] if seen else None
+
+
+def listen_drops() -> dict[str, int]:
+    """The kernel's counts of connections its accept queues could not take (all ports):
+    a client whose SYN was dropped retries it 1 s, 3 s, 7 s... later."""
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=False))
+            return {k: table.get(k, 0) for k in ("ListenOverflows", "ListenDrops")}
+    return {}
+
+
+def drops_since(before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in listen_drops().items()}
+
+
+async def spy_on_new_worker(arbiter: int, old: int) -> Any:
+    """With ``BENCH_PYSPY_OUT=FILE`` (and py-spy on PATH), sample the new worker from its
+    start to the end of the storm (raw folded stacks; ``bench/profile.py --report FILE``)."""
+    out = os.environ.get("BENCH_PYSPY_OUT")
+    if not out:
+        return None
+    import shutil
+    import subprocess
+
+    pyspy = shutil.which("py-spy")
+    if pyspy is None:
+        raise RuntimeError("BENCH_PYSPY_OUT is set but py-spy is not on PATH")
+    new: list[int] = []
+
+    def started() -> bool:
+        with contextlib.suppress(psutil.Error):
+            new[:] = [p.pid for p in psutil.Process(arbiter).children() if p.pid != old]
+        return bool(new)
+
+    await wait_for(started, 30, 0.005)
+    return subprocess.Popen(
+        [pyspy, "record", "--pid", str(new[0]), "--format", "raw", "--rate", "250",
+         "--output", out, "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def worker_pid(arbiter: int) -> int:
@@ -334,16 +392,20 @@ async def scenario_storm_resume(target: Any, params: dict[str, Any], spec: dict[
     old = worker_pid(arbiter)
     load0 = os.getloadavg()
     rcpu0 = cpu_seconds([spec["redis"]["pid"]])
+    drops0 = listen_drops()
     storm.cut_at = time.time()
     os.kill(old, signal.SIGTERM)
-    await wait_for(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == "zombie",
-                   60)  # fmt: skip
+    await wait_for(lambda: gone(old), 60)
     old_exit = time.time()
+    spy = await spy_on_new_worker(arbiter, old)
     await asyncio.to_thread(publisher.publish_all, channels, 1)
     missed_at = time.time()
     everyone = storm.clients
     await wait_for(lambda: all(c.resumed_at for c in everyone), timeout, 0.05)
     end = time.time()
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it has
+        await asyncio.to_thread(spy.wait, 30)
     rcpu1 = cpu_seconds([spec["redis"]["pid"]])
     await asyncio.sleep(0.1)
     sampler.stop()
@@ -388,7 +450,10 @@ async def scenario_storm_resume(target: Any, params: dict[str, Any], spec: dict[
         "server_cpu_pct": round(100 * (cpu_last - cpu_first) / storm_s, 1)
         if storm_s and cpu_first is not None and cpu_last is not None else None,
         "resume_latency_ms": latency_summary(t - storm.cut_at for t in times),
+        # per second after the cut: resumes, and the CPU % of the old and the new worker
+        "timeline": timeline(times, storm.cut_at, sampler, old, new),
         "errors": dict(storm.errors.most_common(5)),
+        "listen_drops": drops_since(drops0),
         "loadavg_start": [round(x, 2) for x in load0],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
     }
@@ -396,6 +461,24 @@ async def scenario_storm_resume(target: Any, params: dict[str, Any], spec: dict[
     await asyncio.sleep(0.5)
     result["ok"] = bool(times)
     return result
+
+
+def timeline(times: list[float], t0: float, sampler: CpuSampler, old: int, new: int | None
+             ) -> dict[str, list[float]]:  # fmt: skip
+    seconds = int(times[-1] - t0) + 1 if times else 0
+    return {
+        "resumes": bins(times, t0),
+        "old_worker_cpu_pct": sampler.timeline(old, t0, seconds),
+        "new_worker_cpu_pct": sampler.timeline(new, t0, seconds) if new else [],
+    }
+
+
+def bins(times: list[float], t0: float) -> list[int]:
+    """How many of ``times`` fell in each second after ``t0``."""
+    counts = [0] * (int(times[-1] - t0) + 1 if times else 0)
+    for t in times:
+        counts[int(t - t0)] += 1
+    return counts
 
 
 def storm_checks(subs: list[StormClient], chats: list[StormClient]) -> tuple[int, int]:
@@ -426,6 +509,7 @@ async def scenario_storm_accept(target: Any, params: dict[str, Any]) -> dict[str
     load0 = os.getloadavg()
     clients = [StormClient(storm, "accept", target.stream_path) for _ in range(n)]
     storm.clients = clients
+    drops0 = listen_drops()
     storm.cut_at = time.time()  # the clients lost their server "now"
     os.kill(worker, signal.SIGSTOP)
     try:
@@ -456,6 +540,8 @@ async def scenario_storm_accept(target: Any, params: dict[str, Any]) -> dict[str
         "cpu_us_per_resume": round(1e6 * (cpu1 - cpu0) / len(times), 1) if times else None,
         "server_cpu_pct": round(100 * (cpu1 - cpu0) / storm_s, 1) if storm_s else None,
         "errors": dict(storm.errors.most_common(5)),
+        "listen_drops": drops_since(drops0),
+        "timeline": {"resumes": bins(times, storm.cut_at)},
         "loadavg_start": [round(x, 2) for x in load0],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
     }
