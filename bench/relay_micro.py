@@ -35,6 +35,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 MESSAGES = [{"role": "user", "content": "hello"}]
+X = "\u00d7"  # the multiplication sign of the ratios
 
 
 def event_parser() -> object:
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             floor = by_reader["raw socket"]["cpu_us_per_chunk"]
             for reader, res in by_reader.items():
                 per = res["cpu_us_per_chunk"]
-                print(f"| {mode} | {pacing} | {reader} | {per:.1f} | {per / floor:.1f}× |")
+                print(f"| {mode} | {pacing} | {reader} | {per:.1f} | {per / floor:.1f}{X} |")
     print("\n" + json.dumps({"results": results, "loadavg": load}))
     return 0
 

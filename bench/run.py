@@ -168,6 +168,7 @@ FULL_PARAMS: dict[str, Any] = {
     "relay_chunks": 100,
     "relay_rate": 20.0,
     "relay_upstream_procs": 2,
+    "relay_warmup": 5,  # replies relayed in full before each measurement (one-off costs)
     # storm: subscribers over channels and chat followers cut together, then resumed
     "storm_subscribers": 10_000,
     "storm_channels": 100,
@@ -191,6 +192,7 @@ QUICK_PARAMS: dict[str, Any] = {
     "relay_chunks": 10,
     "relay_rate": 20.0,
     "relay_upstream_procs": 1,
+    "relay_warmup": 2,
     "storm_subscribers": 40,
     "storm_channels": 4,
     "storm_followers": 10,

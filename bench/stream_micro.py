@@ -1,7 +1,7 @@
 """In-process cost of opening one stream: where a resume's CPU goes, and against what.
 
     python bench/stream_micro.py                    # memory broker, 2,000 calls per route
-    python bench/stream_micro.py --redis --profile  # Redis broker (throwaway redis-server), cProfile
+    python bench/stream_micro.py --redis --profile  # Redis (a throwaway redis-server), cProfile
 
 Under ``gevent.monkey.patch_all()`` (as in a gunicorn gevent worker), with no socket and no
 server: each call builds a copy of a prepared WSGI environ, calls the app, takes the
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
         print("\n| route | CPU µs per stream | ÷ bare |\n| --- | ---: | ---: |")
         for name, us in results.items():
-            print(f"| {name} | {us:.1f} | {us / results['bare']:.1f}× |")
+            print(f"| {name} | {us:.1f} | {us / results['bare']:.1f}\u00d7 |")
         if args.profile:
             for name, call in routes.items():
                 print(f"\n## {name}\n" + profile(call, min(args.n, 1000), args.top))

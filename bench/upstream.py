@@ -24,6 +24,7 @@ bench measures its CPU separately from the server under test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -131,7 +132,8 @@ class Conn:
             b'"choices":[{"index":0,"delta":{"content":"' % (created, model)
         )
         suffix = b' "},"finish_reason":null}]}'
-        role = prefix[: -len(b'"content":"')] + b'"role":"assistant","content":""},"finish_reason":null}]}'
+        role = (prefix[: -len(b'"content":"')]
+                + b'"role":"assistant","content":""},"finish_reason":null}]}')
         sock = self.sock
         try:
             sock.sendall(HEAD + frame(role))
@@ -207,18 +209,14 @@ def main(argv: list[str] | None = None) -> None:
 
     def stop(*_: object) -> None:
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     for pid in pids:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
     sys.exit(0)
 
 
