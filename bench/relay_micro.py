@@ -2,6 +2,7 @@
 
     python bench/relay_micro.py                     # plain and gevent-patched, both pacings
     python bench/relay_micro.py --replies 50 --modes plain
+    python bench/relay_micro.py --modes gevent --profile httpx+parser   # where it goes
 
 Against the same loopback upstream (``bench/upstream.py``, its own process, so its CPU is
 not counted), one reply at a time, ``--chunks`` content chunks per reply:
@@ -170,12 +171,39 @@ def measure(port: int, chunks: int, interval: float, replies: int) -> dict[str, 
     return out
 
 
+def profile_reader(port: int, chunks: int, interval: float, replies: int, name: str) -> None:
+    """cProfile (CPU time) of one reader, paced: the functions with the most own time."""
+    # bench/profile.py would shadow the standard library's profile module (cProfile needs it)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+    import cProfile
+    import pstats
+
+    base = f"http://127.0.0.1:{port}/c{chunks}/i{interval}/v1"
+    READERS[name](base, 1)
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    n = READERS[name](base, replies)
+    prof.disable()
+    stats = pstats.Stats(prof)
+    rows = sorted(
+        ((tt, ct, nc, f"{Path(f).parent.name}/{Path(f).name}:{line}({fn})" if line else fn)
+         for (f, line, fn), (_cc, nc, tt, ct, _c) in stats.stats.items()),  # type: ignore[attr-defined]
+        reverse=True,
+    )  # fmt: skip
+    print(f"# {name}, {n} chunks: own µs per chunk, cumulative µs per chunk, calls per chunk")
+    for tt, ct, nc, where in rows[:25]:
+        print(f"  {1e6 * tt / n:8.2f} {1e6 * ct / n:8.2f} {nc / n:6.2f}  {where}")
+
+
 def child_main(args: argparse.Namespace) -> None:
     if args.child == "gevent":
         from gevent import monkey
 
         monkey.patch_all()
     sys.path.insert(0, str(ROOT))
+    if args.profile:
+        profile_reader(args.port, args.chunks, args.interval, args.replies, args.profile)
+        return
     result = {}
     for pacing, interval in (("paced", args.interval), ("burst", 0.0)):
         result[pacing] = measure(args.port, args.chunks, interval, args.replies)
@@ -188,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks", type=int, default=100)
     ap.add_argument("--interval", type=float, default=0.002, help="paced: s between chunks")
     ap.add_argument("--modes", default="plain,gevent")
+    ap.add_argument("--profile", default=None, metavar="READER",
+                    help=f"cProfile one reader, paced ({', '.join(READERS)})")  # fmt: skip
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -208,18 +238,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_http(port, upstream, "/stats", 15)
         for mode in args.modes.split(","):
+            extra = ["--profile", args.profile] if args.profile else []
             done = subprocess.run(
                 [sys.executable, __file__, "--child", mode, "--port", str(port),
                  "--replies", str(args.replies), "--chunks", str(args.chunks),
-                 "--interval", str(args.interval)],
+                 "--interval", str(args.interval), *extra],
                 capture_output=True, text=True, check=False, cwd=ROOT,
             )  # fmt: skip
+            if args.profile:
+                print(f"## {mode}\n{done.stdout}{done.stderr[-2000:]}")
+                continue
             if done.returncode != 0:
                 print(done.stderr[-2000:], file=sys.stderr)
                 return 1
             results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     finally:
         stop(upstream)
+    if args.profile:
+        return 0
     load = os.getloadavg()
     print(f"# relay_micro: {args.replies} replies x {args.chunks} chunks; load average "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
