@@ -22,6 +22,8 @@ Scenarios (the runner picks the sizes):
              (receive time - scheduled send time) p50/p99/max, server CPU us per token.
 * ``churn``  connect, read the first bytes, drop, for T seconds (new streams/s); then open
              M streams, drop them all at once and time until the server has closed them.
+* ``relay``  N chat replies relayed from ``bench/upstream.py`` (``bench/relay.py``).
+* ``storm``  a reconnect storm after a deploy (``bench/storm.py``).
 
 Redis-backed servers also report redis-server CPU per delivery and its client count.
 """
@@ -665,6 +667,14 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                     ),
                 )
             )
+        elif name == "relay":
+            from relay import relay_jobs
+
+            jobs += relay_jobs(target, params, list(spec.get("upstream_pids") or []))
+        elif name == "storm":
+            from storm import storm_jobs
+
+            jobs += storm_jobs(target, params, spec)
         else:
             raise SystemExit(f"unknown scenario {name}")
     for key, job in jobs:

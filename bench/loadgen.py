@@ -108,7 +108,9 @@ class SSEProtocol(asyncio.Protocol):
         "data",
         "etype",
         "hbuf",
+        "last_id",
         "nevents",
+        "retry",
         "sbuf",
         "state",
         "swarm",
@@ -127,6 +129,8 @@ class SSEProtocol(asyncio.Protocol):
         self.data: bytes | None = None
         self.etype: bytes | None = None
         self.nevents = 0
+        self.last_id: bytes | None = None  # the stream's last event id (kept across events)
+        self.retry: int | None = None  # the last retry: field, in ms
 
     # -- asyncio callbacks -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -269,6 +273,11 @@ class SSEProtocol(asyncio.Protocol):
                     self.data = value if self.data is None else self.data + b"\n" + value
                 elif name == b"event":
                     self.etype = value
+                elif name == b"id":
+                    if b"\0" not in value:
+                        self.last_id = value
+                elif name == b"retry" and value.isdigit():
+                    self.retry = int(value)
         self.sbuf = buf[start:] if start < len(buf) else b""
 
     def close(self) -> None:
@@ -288,6 +297,8 @@ class Swarm:
     connect_concurrency: int = 256
     keep_latencies: bool = True
     on_event: Callable[[SSEProtocol, bytes | None, bytes, float], None] | None = None
+    # reads (send time, seq) from event data; the relay's events carry their stamp elsewhere
+    parse: Callable[[bytes], tuple[float, int] | None] = parse_stamp
 
     # counters
     attempted: int = 0
@@ -317,7 +328,7 @@ class Swarm:
         if conn.nevents == 0:
             self.primed += 1
         conn.nevents += 1
-        stamp = parse_stamp(data)
+        stamp = self.parse(data)
         if stamp is not None and stamp[1] < 0:
             self.warm_events += 1
         else:

@@ -49,6 +49,16 @@ INCLUSIVE = {
     "broker fan-out": "flask_sse_stream/brokers/",
     "Flask wsgi_app (request setup)": "wsgi_app (flask",
     "greenlet spawn": "spawn (",
+    # the relay (issue 23): where a relayed token's CPU goes
+    "chat generation runner (backend loop + log append)": "_run (flask_sse_stream/chat/",
+    "  OpenAIBackend.stream": "stream (flask_sse_stream/chat/backends",
+    "    SDK request (create: build, send, headers)": "Completions.create (openai",
+    "    SDK stream iteration (SSE decode, JSON, models)": "Stream.__stream__ (openai",
+    "      httpx / httpcore read (h11)": "httpcore",
+    "      h11 (HTTP/1.1 parsing)": "h11/",
+    "      openai construct_type (chunk models)": "construct_type (openai",
+    "  log append -> followers -> client write": "GenerationStore.append (",
+    "redis-py": "redis/",
 }
 
 
@@ -76,7 +86,7 @@ def main() -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-prof-"))
     raw_path = Path(args.out or log_dir / "stacks.txt")
     run.raise_nofile_limit()
-    with run.serve(spec, params["heartbeat"], log_dir) as running:
+    with run.serve(spec, params["heartbeat"], log_dir, params) as running:
         worker = psutil.Process(running.pid).children()[0].pid
         spy = subprocess.Popen(
             [pyspy, "record", "--pid", str(worker), "--format", "raw", "--rate",
@@ -95,13 +105,26 @@ def main() -> int:
         spy.wait(30)
     for key, res in result.items():
         print(key, json.dumps(res)[:300])
+        for metric in ("cpu_us_per_token", "cpu_us_per_delivery", "cpu_us_per_resume"):
+            if isinstance(res, dict) and metric in res:
+                print(f"  {metric}: {res[metric]} (under the profiler)")
     report(raw_path, args.top)
     return 0
+
+
+def package_of(frame: str) -> str:
+    """``openai`` for ``construct_type (openai/_models.py:695)``; the file for stdlib."""
+    where = frame.rpartition(" (")[2].rstrip(")").rpartition(":")[0]
+    if "site-packages/" in where:
+        where = where.rpartition("site-packages/")[2]
+    head = where.split("/", 1)[0]
+    return head if "/" in where else f"{head} (stdlib or top level)"
 
 
 def report(path: Path, top: int) -> None:
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -111,11 +134,15 @@ def report(path: Path, top: int) -> None:
             continue  # the hub waiting in the event loop: idle, not work
         total += n
         own[leaf] += n
+        packages[package_of(leaf)] += n
         for name, pattern in INCLUSIVE.items():
             if pattern in stack:
                 inclusive[name] += n
     total = max(total, 1)
-    print(f"\n{total} busy samples; self time by frame:")
+    print(f"\n{total} busy samples; self time by package (of the innermost frame):")
+    for package, n in packages.most_common(12):
+        print(f"  {100 * n / total:5.1f}%  {package}")
+    print("\nself time by frame:")
     for frame, n in own.most_common(top):
         print(f"  {100 * n / total:5.1f}%  {frame}")
     print("\ninclusive (stacks containing):")

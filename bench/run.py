@@ -40,13 +40,18 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SERVERS_DIR = BENCH / "servers"
-SCENARIOS = ("idle", "floor", "fanout", "isolated", "chat", "churn", "redis")
+SCENARIOS = ("idle", "floor", "fanout", "isolated", "chat", "churn", "redis", "relay", "storm")
+# the default run; relay and storm are asked for by name (--scenarios relay,storm)
+DEFAULT_SCENARIOS = ("idle", "floor", "fanout", "isolated", "chat", "churn", "redis")
+LEGACY = DEFAULT_SCENARIOS  # what the servers of the first releases serve
 PEERS = ("sse-starlette", "flask-sse")
 # the issue-13 paths are judged against the hand-written gevent server too
 PEERS_BY_PREFIX = {
     "isolated": ("bare-gevent", "sse-starlette"),
     "chat": ("bare-gevent", "sse-starlette"),
     "redis": ("flask-sse",),
+    "relay": ("relay-bare", "relay-starlette"),
+    "storm": ("bare-gevent",),
 }
 FLOOR = "floor"  # the pseudo-server under which the floor scenario is reported
 
@@ -63,6 +68,12 @@ class ServerSpec:
     broadcast_across_workers: bool = True  # False: fan-out only reaches one worker
     ours: bool = False
     note: str = ""
+    config: str = "gunicorn_bench.py"  # the gunicorn config file in bench/servers
+    upstream: bool = False  # needs bench/upstream.py (BENCH_UPSTREAM_URL)
+    scenarios: tuple[str, ...] = LEGACY  # the scenarios this server serves
+
+    def serves(self, scenario: str) -> bool:
+        return scenario in self.scenarios or (scenario == "floor" and "isolated" in self.scenarios)
 
 
 SERVER_SPECS: dict[str, ServerSpec] = {
@@ -77,7 +88,10 @@ SERVER_SPECS: dict[str, ServerSpec] = {
             silent_until_event=True,
             note="gunicorn gevent + Redis pub/sub",
         ),
-        ServerSpec("bare-gevent", "gunicorn", "bare_gevent_app:app", note="ceiling"),
+        ServerSpec(
+            "bare-gevent", "gunicorn", "bare_gevent_app:app", note="ceiling",
+            scenarios=(*LEGACY, "storm"),
+        ),
         ServerSpec(
             "ours-mem",
             "gunicorn",
@@ -105,8 +119,30 @@ SERVER_SPECS: dict[str, ServerSpec] = {
         ),
         ServerSpec("ours-redis", "gunicorn", "ours_app:app", redis=True, ours=True),
         ServerSpec("ours-redis-2w", "gunicorn", "ours_app:app", workers=2, redis=True, ours=True),
+        # the relay: three servers in front of the same upstream (bench/upstream.py)
+        ServerSpec(
+            "relay-bare", "python", "relay_bare.py", upstream=True, scenarios=("relay",),
+            note="hand-written gevent relay over raw sockets (the Python floor)",
+        ),
+        ServerSpec(
+            "relay-starlette", "uvicorn", "relay_starlette_app:app", upstream=True,
+            scenarios=("relay",), note="sse-starlette + openai.AsyncOpenAI on uvicorn",
+        ),
+        ServerSpec(
+            "relay-ours", "gunicorn", "relay_ours_app:app", config="gunicorn_ours.py",
+            upstream=True, ours=True, scenarios=("relay",),
+            note="chat blueprint + OpenAIBackend, packaged gunicorn config",
+        ),
+        # the storm: ours with Redis (history and generations survive the worker)
+        ServerSpec(
+            "ours-storm", "gunicorn", "storm_app:app", config="gunicorn_ours.py", redis=True,
+            ours=True, scenarios=("storm",),
+            note="channels + chat blueprint, Redis broker, packaged gunicorn config",
+        ),
     ]
 }
+RELAY_SERVERS = ("relay-bare", "relay-starlette", "relay-ours")
+STORM_SERVERS = ("bare-gevent", "ours-storm")
 QUICK_SERVERS = ("sse-starlette", "flask-sse", "bare-gevent", "ours-mem", "ours-redis")
 REDIS_SERVERS = ("flask-sse", "ours-mem", "ours-redis", "ours-redis-2w")
 
@@ -127,6 +163,17 @@ FULL_PARAMS: dict[str, Any] = {
     "churn_concurrency": 50,
     "notice_streams": 1_000,
     "driver_timeout": 900,
+    # relay: N concurrent replies of C chunks at R chunks/s each, upstream with P processes
+    "relay_streams": [100, 1_000],
+    "relay_chunks": 100,
+    "relay_rate": 20.0,
+    "relay_upstream_procs": 2,
+    "relay_warmup": 5,  # replies relayed in full before each measurement (one-off costs)
+    # storm: subscribers over channels and chat followers cut together, then resumed
+    "storm_subscribers": 10_000,
+    "storm_channels": 100,
+    "storm_followers": 1_000,
+    "storm_timeout": 180.0,
 }
 QUICK_PARAMS: dict[str, Any] = {
     "heartbeat": 0.5,
@@ -141,6 +188,15 @@ QUICK_PARAMS: dict[str, Any] = {
     "churn_concurrency": 10,
     "notice_streams": 20,
     "driver_timeout": 90,
+    "relay_streams": [10],
+    "relay_chunks": 10,
+    "relay_rate": 20.0,
+    "relay_upstream_procs": 1,
+    "relay_warmup": 2,
+    "storm_subscribers": 40,
+    "storm_channels": 4,
+    "storm_followers": 10,
+    "storm_timeout": 40.0,
 }
 
 
@@ -221,10 +277,14 @@ class Running:
     port: int
     pid: int
     redis: dict[str, Any] | None
+    upstream: dict[str, Any] | None = None
 
 
 @contextlib.contextmanager
-def serve(spec: ServerSpec, heartbeat: float, log_dir: Path) -> Iterator[Running]:
+def serve(
+    spec: ServerSpec, heartbeat: float, log_dir: Path, params: dict[str, Any] | None = None
+) -> Iterator[Running]:
+    params = params or {}
     procs: list[subprocess.Popen[bytes]] = []
     tmp = tempfile.mkdtemp(prefix="bench-redis-")
     try:
@@ -254,6 +314,20 @@ def serve(spec: ServerSpec, heartbeat: float, log_dir: Path) -> Iterator[Running
             if spec.ours:
                 env["BENCH_BROKER_URL"] = redis_url
             redis_info = {"port": rport, "pid": rproc.pid}
+        upstream_info = None
+        if spec.upstream:
+            uport = free_port()
+            ulog = open(log_dir / f"{spec.name}.upstream.log", "ab")  # noqa: SIM115
+            uproc = subprocess.Popen(
+                [sys.executable, str(BENCH / "upstream.py"), "--port", str(uport),
+                 "--procs", str(params.get("relay_upstream_procs", 1))],
+                stdout=ulog, stderr=subprocess.STDOUT, cwd=ROOT,
+            )  # fmt: skip
+            procs.append(uproc)
+            wait_http(uport, uproc, "/stats", 15)
+            chunks, rate = params.get("relay_chunks", 100), params.get("relay_rate", 20.0)
+            env["BENCH_UPSTREAM_URL"] = f"http://127.0.0.1:{uport}/c{chunks}/i{1 / rate:g}/v1"
+            upstream_info = {"port": uport, "pid": uproc.pid}
         port = free_port()
         if spec.kind == "uvicorn":
             cmd = [
@@ -261,9 +335,11 @@ def serve(spec: ServerSpec, heartbeat: float, log_dir: Path) -> Iterator[Running
                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
                 "--no-access-log", "--backlog", "4096", "--workers", str(spec.workers),
             ]  # fmt: skip
+        elif spec.kind == "python":
+            cmd = [sys.executable, str(SERVERS_DIR / spec.app), "--port", str(port)]
         else:
             cmd = [
-                sys.executable, "-m", "gunicorn", "-c", str(SERVERS_DIR / "gunicorn_bench.py"),
+                sys.executable, "-m", "gunicorn", "-c", str(SERVERS_DIR / spec.config),
                 "--chdir", str(SERVERS_DIR), "-b", f"127.0.0.1:{port}", spec.app,
             ]  # fmt: skip
         log = open(log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115
@@ -279,7 +355,7 @@ def serve(spec: ServerSpec, heartbeat: float, log_dir: Path) -> Iterator[Running
                     break
                 time.sleep(0.05)
             time.sleep(0.5)
-        yield Running(port, proc.pid, redis_info)
+        yield Running(port, proc.pid, redis_info, upstream_info)
     finally:
         for p in reversed(procs):
             stop(p)
@@ -310,6 +386,9 @@ def run_driver(
         "port": running.port,
         "pids": [running.pid],
         "redis": running.redis,
+        "upstream_pids": [running.upstream["pid"]] if running.upstream else [],
+        "kind": spec.kind,
+        "server": spec.name,
         "stream_path": "/stream?channel=bench",
         "heartbeat": params["heartbeat"],
         "workers": spec.workers,
@@ -369,6 +448,22 @@ METRICS: list[tuple[str, str, str, bool]] = [
     ("redis", "total_cpu_us_per_delivery", "total CPU us/delivery", False),
     ("redis", "overhead_us_per_delivery", "overhead vs ours-mem us", False),
     ("redis", "redis_clients", "redis connections", False),
+    ("relay", "tokens", "tokens delivered", True),
+    ("relay", "lost", "lost", False),
+    ("relay", "cpu_us_per_token", "CPU us/token", False),
+    ("relay", "p50_ms", "p50 added ms", False),
+    ("relay", "p99_ms", "p99 added ms", False),
+    ("relay", "server_cpu_pct", "server CPU %", False),
+    ("relay", "upstream_cpu_pct", "upstream CPU %", False),
+    ("relay", "upstream_late_p99_ms", "upstream late p99 ms", False),
+    ("relay", "fell_behind", "fell behind", False),
+    ("storm", "streams", "streams", True),
+    ("storm", "resumed", "resumed", True),
+    ("storm", "all_resumed_s", "cut->all resumed s", False),
+    ("storm", "storm_s", "first->last resume s", False),
+    ("storm", "resumes_per_s", "resumes/s", True),
+    ("storm", "cpu_us_per_resume", "CPU us/resume", False),
+    ("storm", "gaps", "gaps+dups", False),
 ]
 HEADLINE: dict[str, list[str]] = {
     "idle": ["rss_per_stream_kb", "streams_per_worker"],
@@ -377,6 +472,8 @@ HEADLINE: dict[str, list[str]] = {
     "isolated": ["cpu_us_per_delivery", "p99_ms"],
     "churn": ["streams_per_s", "notice_all_s"],
     "redis": ["total_cpu_us_per_delivery"],
+    "relay": ["cpu_us_per_token", "p99_ms"],
+    "storm": ["resumes_per_s", "cpu_us_per_resume"],
 }
 
 
@@ -609,7 +706,8 @@ def versions() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run with tiny numbers")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                        help=f"from: {', '.join(SCENARIOS)}")  # fmt: skip
     parser.add_argument("--servers", default=None, help=f"from: {', '.join(SERVER_SPECS)}")
     parser.add_argument("--repeat", type=int, default=None, help="default 3 (quick: 1)")
     parser.add_argument(
@@ -634,11 +732,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.servers:
         names = [s.strip() for s in args.servers.split(",") if s.strip()]
     elif args.quick:
-        names = list(QUICK_SERVERS)
+        names = [*QUICK_SERVERS, *(n for n in SERVER_SPECS if n not in QUICK_SERVERS
+                                   and SERVER_SPECS[n].scenarios != LEGACY)]  # fmt: skip
     elif scenarios == ["redis"]:
         names = list(REDIS_SERVERS)
     else:
         names = list(SERVER_SPECS)
+    if not args.servers:  # only the servers that serve one of the scenarios asked for
+        names = [n for n in names if any(SERVER_SPECS[n].serves(s) for s in scenarios)]
     for n in names:
         if n not in SERVER_SPECS:
             parser.error(f"unknown server {n}")
@@ -663,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     if "floor" in scenarios:
         raw[FLOOR] = {}
     started = time.monotonic()
+    load_start = os.getloadavg()
     for rep in range(repeat):
         if "floor" in scenarios:
             print(f"[{rep + 1}/{repeat}] floor", flush=True)
@@ -679,7 +781,8 @@ def main(argv: list[str] | None = None) -> int:
                 todo = [
                     s
                     for s in group
-                    if s not in ("fanout", "isolated") or spec.broadcast_across_workers
+                    if (s not in ("fanout", "isolated") or spec.broadcast_across_workers)
+                    and spec.serves(s)
                 ]
                 if "redis" in scenarios and "fanout" not in scenarios and name not in REDIS_SERVERS:
                     todo = [s for s in todo if s != "fanout"]
@@ -688,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.monotonic()
                 print(f"[{rep + 1}/{repeat}] {name}: {','.join(todo)}", flush=True)
                 try:
-                    with serve(spec, params["heartbeat"], log_dir) as running:
+                    with serve(spec, params["heartbeat"], log_dir, params) as running:
                         result = run_driver(spec, running, todo, params)
                 except Exception as exc:
                     err = f"{type(exc).__name__}: {exc}"
@@ -707,6 +810,10 @@ def main(argv: list[str] | None = None) -> int:
                         res = result.pop("isolated")
                         for subs, _ in params["isolated"]:
                             result[f"isolated_{subs}"] = dict(res)
+                    if "relay" in result:
+                        res = result.pop("relay")
+                        for n in params["relay_streams"]:
+                            result[f"relay_{n}"] = dict(res)
                 for key, res in result.items():
                     raw[name].setdefault(key, []).append(res)
                 print(f"    done in {time.monotonic() - t0:.1f}s", flush=True)
@@ -717,10 +824,12 @@ def main(argv: list[str] | None = None) -> int:
                 for key in [k for k in by_key if k.startswith("fanout_")]:
                     del by_key[key]
     elapsed = time.monotonic() - started
+    load_end = os.getloadavg()
 
     summary, lines = summarize(raw)
     print()
-    print(f"## Results ({repeat} repeat(s), medians; {elapsed:.0f} s)")
+    print(f"## Results ({repeat} repeat(s), medians; {elapsed:.0f} s; load average "
+          f"{load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end)")  # fmt: skip
     print()
     print(
         "Ratios are value ÷ peer value measured in the same repeat (median over repeats); "
@@ -748,6 +857,8 @@ def main(argv: list[str] | None = None) -> int:
                 "cpus": os.cpu_count(),
                 "platform": platform.platform(),
                 "nofile": nofile,
+                "loadavg_start": load_start,
+                "loadavg_end": load_end,
             },
             "versions": versions(),
             "notes": {n: SERVER_SPECS[n].note for n in names if SERVER_SPECS[n].note},

@@ -107,9 +107,72 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RELAY_SERVERS = [
+    ("relay-bare", "hand-written gevent relay, raw sockets (the floor)"),
+    ("relay-starlette", "sse-starlette + AsyncOpenAI (uvicorn)"),
+    ("relay-ours", "ours: chat blueprint + OpenAIBackend"),
+]
+STORM_SERVERS = [
+    ("bare-gevent", "bare gevent: accept + first byte (the floor)"),
+    ("ours-storm", "ours: channel and chat resumes (Redis)"),
+]
+
+
+def relay_storm_tables(report: dict[str, Any]) -> str:
+    """The relay and storm rows (their own servers), when the run has them."""
+    summary = report["summary"]
+    lines: list[str] = []
+    sizes = sorted((k for k in summary if k.startswith("relay_")), key=lambda k: int(k[6:]))
+    if sizes:
+        lines += [
+            "| relay: server | N | CPU µs per relayed token | p50 / p99 added ms | "
+            "every token | fell behind |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for key in sizes:
+            for server, label in RELAY_SERVERS:
+                row = summary[key].get(server)
+                if row is None:
+                    continue
+                cpu = num(row.get("cpu_us_per_token"), 0)
+                peers = (("relay-bare", "floor"), ("relay-starlette", "sse-starlette"))
+                ratios = [f"{row[f'cpu_us_per_token/{peer}']:.2f}{X} {name}" for peer, name in peers
+                          if row.get(f"cpu_us_per_token/{peer}") not in (None, 1.0)]  # fmt: skip
+                if ratios:
+                    cpu += f" ({', '.join(ratios)})"
+                lost = row.get("lost")
+                lines.append(
+                    f"| {label} | {int(key[6:]):,} | {cpu} | {pair('p50_ms', 'p99_ms')(row)} | "
+                    f"{'yes' if lost == 0 else f'{num(lost, 0)} lost'} | "
+                    f"{'yes' if row.get('fell_behind') else 'no'} |"
+                )
+        lines.append("")
+    if "storm" in summary:
+        lines += [
+            "| storm: server | streams | cut → all resumed, s | resumes/s | CPU µs per resume |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for server, label in STORM_SERVERS:
+            row = summary["storm"].get(server)
+            if row is None:
+                continue
+            lines.append(
+                f"| {label} | {num(row.get('streams'), 0)} | {num(row.get('all_resumed_s'), 1)} | "
+                f"{metric('resumes_per_s', 0, 'bare-gevent')(row)} | "
+                f"{metric('cpu_us_per_resume', 0, 'bare-gevent')(row)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "bench/results/latest.json")
-    print(table(json.loads(path.read_text())))
+    report = json.loads(path.read_text())
+    if any(k in report["summary"] for _, k, _ in ROWS):
+        print(table(report))
+    extra = relay_storm_tables(report)
+    if extra:
+        print("\n" + extra)
 
 
 if __name__ == "__main__":
