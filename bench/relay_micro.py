@@ -40,11 +40,9 @@ X = "\u00d7"  # the multiplication sign of the ratios
 
 
 def event_parser() -> object:
-    """The project's spec parser (``wire/parse.py`` after the restructuring)."""
-    try:
-        from flask_sse_stream.wire.parse import EventParser  # type: ignore[import-not-found]
-    except ImportError:
-        from flask_sse_stream.parse import EventParser
+    """The project's spec parser."""
+    from flask_sse_stream.wire.parse import EventParser
+
     return EventParser()
 
 

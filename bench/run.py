@@ -292,6 +292,8 @@ def serve(
         env.update(spec.env)
         env["BENCH_HEARTBEAT"] = str(heartbeat)
         env["BENCH_WORKERS"] = str(spec.workers)
+        if spec.ours:  # the library's defaults: our worker class (direct writes and all)
+            env["BENCH_WORKER_CLASS"] = "flask_sse_stream.contrib.gunicorn.GeventWorker"
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(SERVERS_DIR)])
         env["PYTHONUNBUFFERED"] = "1"
         redis_info = None

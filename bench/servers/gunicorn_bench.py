@@ -2,7 +2,8 @@
 
 import os
 
-worker_class = "gevent"
+# ours runs our worker class (bench/run.py sets it), every other server plain gevent
+worker_class = os.environ.get("BENCH_WORKER_CLASS", "gevent")
 workers = int(os.environ.get("BENCH_WORKERS", "1"))
 worker_connections = 100_000  # the default (1000) would cap streams per worker
 backlog = 4096

@@ -1,6 +1,6 @@
 """gunicorn settings for ours in the relay and storm scenarios: the packaged config.
 
-Everything of ``flask_sse_stream``'s packaged gunicorn config (gevent worker, timeouts,
+Everything of ``flask_sse_stream``'s packaged gunicorn config (our gevent worker class, timeouts,
 the SIGTERM drain), with the bench's sizes on top: room for every stream of the storm
 (the packaged ``worker_connections`` is 10,000; the storm holds 11,000 and more while it
 reconnects), the same backlog as every other server here, no access log.
@@ -8,10 +8,7 @@ reconnects), the same backlog as every other server here, no access log.
 
 import os
 
-try:
-    from flask_sse_stream.gunicorn_conf import *  # noqa: F403
-except ImportError:  # the package is being restructured: the config's new home
-    from flask_sse_stream.contrib.gunicorn.conf import *  # type: ignore  # noqa: F403
+from flask_sse_stream.contrib.gunicorn.config import *  # noqa: F403
 
 workers = int(os.environ.get("BENCH_WORKERS", "1"))
 worker_connections = 100_000
