@@ -5,6 +5,7 @@ hole)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -211,8 +212,8 @@ def silent_holes(items: list[Item], published: list[int]) -> list[str]:
     successfully published number that is missing with no ``reset`` before the next
     event that did arrive (a hole at the end counts too)."""
     problems = []
-    numbers = [i.n for i in items if i.kind == "event"]
-    if any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):  # type: ignore[operator]
+    numbers = [i.n for i in items if i.kind == "event" and i.n is not None]
+    if any(b <= a for a, b in itertools.pairwise(numbers)):
         problems.append(f"out of order or twice: {numbers}")
     got = set(numbers)
     for n in published:
