@@ -32,6 +32,12 @@ class Item:
     event_id: str = ""
 
 
+def own_id(event_id: str) -> str:
+    """The broker id of an event's own channel: a multi-channel cursor names it first
+    (``chan@id,other@id``); a single-channel id is the broker id."""
+    return event_id.split(",", 1)[0].rpartition("@")[2]
+
+
 def channel_of(event: ParsedEvent, channels: list[str]) -> str:
     """An event's channel: the id's part before ``@`` on a multi-channel stream, the
     reset's ``channel`` field, or the only channel."""
@@ -135,12 +141,33 @@ class ResumingStream:
         with self._changed:
             return [i for i in self.items if i.channel == channel]
 
+    def local_port(self) -> int | None:
+        """The client port of the current connection (to find the serving worker)."""
+        resp = self._resp
+        return None if resp is None else int(resp.sock.getsockname()[1])
+
     def close(self) -> None:
         self._closed = True
         resp = self._resp
         if resp is not None:
             resp.close()
         self._thread.join(5)
+
+
+def wait_healthy(server: Server, timeout: float = 30.0) -> None:
+    """Wait until the app answers ``/healthz`` (its workers booted with the broker URL);
+    fail with the end of its log if it does not."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            break
+        try:
+            if httpx.get(server.url + "/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)  # workers booting: nothing to await
+    raise AssertionError(f"the app did not come up: {server.log()[-3000:]}")
 
 
 def publish(server: Server, channel: str, data: Any, client: httpx.Client | None = None,
