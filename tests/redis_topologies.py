@@ -375,6 +375,7 @@ class SentinelSetup:
     data_nodes: list[RedisNode]
     sentinels: list[RedisNode]
     master_name: str
+    _all: list[RedisNode] = field(default_factory=list, repr=False)  # killed on exit
 
     def url(self, db: int = 0) -> str:
         hosts = ",".join(s.address for s in self.sentinels)
@@ -455,13 +456,26 @@ class SentinelSetup:
         self.wait_settled(timeout)
         return new
 
-    def kill_primary(self, timeout: float = 20.0) -> RedisNode:
-        """SIGKILL the primary; the promoted replica once every sentinel names it."""
+    def kill_primary(self, timeout: float = 20.0, *, revive: bool = True) -> RedisNode:
+        """SIGKILL the primary; the promoted replica once every sentinel names it. With
+        ``revive`` the killed node comes back (empty) as a replica of the new one, so
+        the next failover has a replica to promote."""
         old = self.primary()
         with self._switch_awaited(timeout):
             old.kill()
+        new = self.primary()
+        if revive:
+            self.revive(old, new)
         self.wait_settled(timeout)
-        return self.primary()
+        return new
+
+    def revive(self, dead: RedisNode, primary: RedisNode) -> RedisNode:
+        """Start a dead data node again on its port, empty, as a replica of ``primary``."""
+        node = start_node(["--replicaof", HOST, str(primary.port)], port=dead.port)
+        self.data_nodes[self.data_nodes.index(dead)] = node
+        self._all.append(node)
+        wait_ready(node)
+        return node
 
     def lossy_failover(self, write: Callable[[], T], timeout: float = 20.0
                        ) -> tuple[RedisNode, T]:
@@ -483,8 +497,10 @@ class SentinelSetup:
                 old.kill()
                 for replica in replicas:
                     replica.resume()
+        new = self.primary()
+        self.revive(old, new)
         self.wait_settled(timeout)
-        return self.primary(), result
+        return new, result
 
 
 def _pairs(value: Any) -> dict[str, Any]:
@@ -534,7 +550,7 @@ def redis_sentinel(replicas: int = 1, sentinels: int = 3,
                 node.command("SENTINEL", "DEBUG", "publish-period", "100",
                              "info-period", "200", "ping-period", "100",
                              "ask-period", "200")
-        setup = SentinelSetup(data, sentinel_nodes, master_name)
+        setup = SentinelSetup(data, sentinel_nodes, master_name, nodes)
         setup.wait_settled(timeout=20)
         for node in sentinel_nodes:
             # back to the defaults: with fast hellos, a sentinel that is not the leader
