@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -241,9 +242,6 @@ class Cluster:
         ports = {i.port for i in self.topology() if i.role == "replica" and not i.failed}
         return [n for n in self.live() if n.port in ports]
 
-    def role_of(self, node: RedisNode) -> str:
-        return next(i.role for i in self.topology() if i.port == node.port)
-
     def replica_of(self, primary: RedisNode) -> RedisNode:
         infos = self.topology()
         primary_id = next(i.node_id for i in infos if i.port == primary.port)
@@ -358,13 +356,30 @@ def redis_cluster(primaries: int = 3, replicas: int = 1, *,
         cluster.wait_healthy(timeout=20)
         wait_until(lambda: len(cluster.replicas()) == primaries * replicas
                    and all(_link_up(n) for n in cluster.replicas()), 20,
-                   "every replica attached and in sync")
+                   "every replica attached")
+        sync_keys = cluster.names_per_primary(1, "fixture:sync:{}")
+        for primary in cluster.primaries():
+            key = sync_keys[primary.port][0]
+            wait_until(partial(_replicas_in_sync, primary, key, replicas), 20,
+                       "every replica in sync")
         yield cluster
 
 
 def _link_up(replica: RedisNode) -> bool:
     info = replica.command("INFO", "replication")
     return isinstance(info, dict) and info.get("master_link_status") == "up"
+
+
+def _replicas_in_sync(primary: RedisNode, key: str, replicas: int) -> bool:
+    """Write ``key`` on ``primary`` and ``WAIT`` until ``replicas`` replicas acknowledge
+    it. (After a diskless full sync a replica reports its link up, and its primary lists
+    it online, up to a second before the primary starts sending it writes: a failover
+    in that second loses them.)"""
+    client = primary.client()
+    with client.pipeline(transaction=False) as pipe:
+        pipe.set(key, "1")
+        pipe.wait(replicas, 10_000)
+        return int(pipe.execute()[1]) >= replicas
 
 
 # -- Sentinel ------------------------------------------------------------------------------
@@ -420,7 +435,8 @@ class SentinelSetup:
             if not {n.port for n in live_replicas} <= known:
                 return False
         return all(replica.command("INFO", "replication").get("master_port") == primary.port
-                   and _link_up(replica) for replica in live_replicas)
+                   and _link_up(replica) for replica in live_replicas) and (
+            _replicas_in_sync(primary, "fixture:sync", len(live_replicas)))
 
     def wait_settled(self, timeout: float = 20.0) -> None:
         wait_until(self.settled, timeout, "sentinel setup settled")
