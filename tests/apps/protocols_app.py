@@ -1,8 +1,13 @@
 """The three chat protocols on one app, with an authorize hook naming the caller, for the
-protocol and cap tests. ``FLASK_*`` env vars configure it (``FLASK_CHAT_BACKEND=openai``
-with ``FLASK_OPENAI_BASE_URL`` for a fake upstream)."""
+protocol and cap tests. ``FLASK_*`` env vars configure it: ``FLASK_CHAT_BACKEND`` is
+``demo``, ``scripted`` (``tests/apps/scripted.py``: replies with parts) or ``openai`` (with
+``FLASK_OPENAI_BASE_URL`` for a fake upstream); ``FLASK_CHAT_DEMO_DELAY`` the seconds per
+piece; ``FLASK_STOP_ON_DISCONNECT=1`` stops replies whose clients left (every protocol).
+``GET /finished`` lists what ``on_finish`` got, in this process."""
 
 from __future__ import annotations
+
+from typing import Any, cast
 
 from flask import Flask, Request
 
@@ -10,11 +15,13 @@ from flask_sse_stream import SSE
 from flask_sse_stream.chat import (
     ChatBackend,
     DemoBackend,
+    FinishedReply,
     OpenAIBackend,
     create_ai_sdk_blueprint,
     create_chat_blueprint,
     create_openai_blueprint,
 )
+from tests.apps.scripted import ScriptedBackend
 
 
 def caller(request: Request) -> bool | str:
@@ -33,13 +40,34 @@ def create_app() -> Flask:
     app.config.from_prefixed_env()
     SSE(app)
     backend: ChatBackend
+    delay = float(app.config["CHAT_DEMO_DELAY"])
     if app.config["CHAT_BACKEND"] == "openai":
         backend = OpenAIBackend(base_url=app.config["OPENAI_BASE_URL"], api_key="sk-test",
                                 model="fake-model", timeout=10.0)
+    elif app.config["CHAT_BACKEND"] == "scripted":
+        backend = cast(ChatBackend, ScriptedBackend(delay=delay))
     else:
-        backend = DemoBackend(delay=float(app.config["CHAT_DEMO_DELAY"]))
-    app.register_blueprint(create_chat_blueprint(backend, authorize=caller), url_prefix="/chat")
-    app.register_blueprint(create_ai_sdk_blueprint(backend, authorize=caller),
+        backend = DemoBackend(delay=delay)
+    finished: list[dict[str, Any]] = []
+
+    def record(reply: FinishedReply) -> None:
+        finished.append({
+            "stream_id": reply.stream_id, "chat_id": reply.chat_id, "text": reply.text,
+            "parts": [type(p).__name__ for p in reply.parts],
+            "finish_reason": reply.finish_reason, "error": reply.error,
+            "messages": len(reply.messages),
+        })
+
+    stop = str(app.config.get("STOP_ON_DISCONNECT", "")).lower() in ("1", "true")
+    options: dict[str, Any] = {"authorize": caller, "on_finish": record}
+    app.register_blueprint(create_chat_blueprint(backend, stop_on_disconnect=stop, **options),
+                           url_prefix="/chat")
+    app.register_blueprint(create_ai_sdk_blueprint(backend, stop_on_disconnect=stop, **options),
                            url_prefix="/api/chat")
-    app.register_blueprint(create_openai_blueprint(backend, authorize=caller), url_prefix="/v1")
+    app.register_blueprint(create_openai_blueprint(backend, **options), url_prefix="/v1")
+
+    @app.get("/finished")
+    def finished_replies() -> dict[str, Any]:
+        return {"replies": finished}
+
     return app

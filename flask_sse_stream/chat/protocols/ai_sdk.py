@@ -28,6 +28,7 @@ from ...stream.requests import reserve_stream
 from ...wire.event import to_bytes
 from ..backends import ChatBackend
 from ..entries import Entry
+from ..runner import OnFinish
 from ..service import Caller, ChatAuthorize, GenerationRoutes
 from ..store import FollowStatus
 from ..validation import (
@@ -204,9 +205,15 @@ def create_ai_sdk_blueprint(
     *,
     name: str = "ai_chat",
     authorize: ChatAuthorize | None = None,
+    stop_on_disconnect: bool = False,
+    on_finish: OnFinish | None = None,
     import_name: str = __name__,
 ) -> Blueprint:
     """A blueprint speaking the AI SDK's UI message stream protocol (v1) for
     ``backend``, over the same resumable generations as :func:`create_chat_blueprint`
-    (``authorize`` and the caps apply the same way)."""
-    return AISDKRoutes(backend, name=name, authorize=authorize, import_name=import_name).blueprint
+    (``authorize``, the caps, ``stop_on_disconnect`` and ``on_finish`` apply the same
+    way; ``on_finish`` gets the chat id too)."""
+    return AISDKRoutes(
+        backend, name=name, authorize=authorize, import_name=import_name,
+        stop_on_disconnect=stop_on_disconnect, on_finish=on_finish,
+    ).blueprint

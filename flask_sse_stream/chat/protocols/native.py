@@ -22,6 +22,7 @@ from ...stream.requests import last_event_id, reserve_stream
 from ...stream.views import stream_response
 from ...wire.event import Event
 from ..backends import ChatBackend
+from ..runner import OnFinish
 from ..service import ChatAuthorize, GenerationRoutes
 from ..store import FollowStatus
 from ..validation import ChatInputError, messages_from_request, parse_resume
@@ -88,11 +89,22 @@ def create_chat_blueprint(
     *,
     name: str = "chat",
     authorize: ChatAuthorize | None = None,
+    stop_on_disconnect: bool = False,
+    on_finish: OnFinish | None = None,
     import_name: str = __name__,
 ) -> Blueprint:
     """A blueprint streaming ``backend``'s replies in this project's protocol.
+
     ``authorize(request)`` is checked on every route (start, resume and cancel): false
     answers 401. Returning a user id (a ``str``) instead of True also binds each
     generation to that user: another user's stream id or Last-Event-ID then grants
-    nothing (resume gets the "no longer available" close, DELETE a 404)."""
-    return NativeRoutes(backend, name=name, authorize=authorize, import_name=import_name).blueprint
+    nothing (resume gets the "no longer available" close, DELETE a 404).
+    ``stop_on_disconnect``: stop a reply as soon as its last client leaves, instead of
+    letting it run ``CHAT_GRACE_SECONDS`` for a resume (for clients that never resume).
+    ``on_finish(reply)``: called once per reply that ends (finished, stopped or
+    failed), with a :class:`~flask_sse_stream.chat.FinishedReply`, in the process that
+    ran it: the place to save it."""
+    return NativeRoutes(
+        backend, name=name, authorize=authorize, import_name=import_name,
+        stop_on_disconnect=stop_on_disconnect, on_finish=on_finish,
+    ).blueprint

@@ -29,6 +29,7 @@ from ...stream.requests import reserve_stream
 from ...wire.event import to_bytes
 from ..backends import ChatBackend
 from ..entries import Entry, parse_entries
+from ..runner import OnFinish
 from ..service import ChatAuthorize, GenerationRoutes
 from ..store import Follow, FollowStatus
 from ..validation import (
@@ -241,12 +242,17 @@ def create_openai_blueprint(
     name: str = "openai",
     authorize: ChatAuthorize | None = None,
     model: str = "flask-sse-stream",
+    stop_on_disconnect: bool = True,
+    on_finish: OnFinish | None = None,
     import_name: str = __name__,
 ) -> Blueprint:
     """A blueprint answering OpenAI Chat Completions requests (``/chat/completions``,
     ``/models``) with ``backend``'s replies, under the name ``model``; the same
-    generations, ``authorize`` and caps as :func:`create_chat_blueprint`."""
+    generations, ``authorize``, caps and ``on_finish`` as :func:`create_chat_blueprint`.
+    An OpenAI stream cannot be resumed, so by default a reply stops as soon as its
+    client leaves (``stop_on_disconnect=False`` lets it run out the grace period)."""
     routes = OpenAIRoutes(
-        backend, model=model, name=name, authorize=authorize, import_name=import_name
+        backend, model=model, name=name, authorize=authorize, import_name=import_name,
+        stop_on_disconnect=stop_on_disconnect, on_finish=on_finish,
     )
     return routes.blueprint
