@@ -38,11 +38,10 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import SSLConnection, UnixDomainSocketConnection
+from redis.connection import UnixDomainSocketConnection
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from .errors import ERRORS
 from .urls import BrokerURL, Kind, parse_broker_url, parse_url, redact
 
 __all__ = [
@@ -56,8 +55,6 @@ __all__ = [
     "redact",
     "topology_changed",
 ]
-
-cluster_node: Any = ClusterNode  # Any: redis-py leaves it untyped
 
 # replies that say the key's owner changed: follow it instead of retrying the old node
 TOPOLOGY_REPLIES = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "UNBLOCKED",
@@ -92,10 +89,6 @@ class ReadConnection:
             self.client.close()
 
 
-ERRORS = (redis.RedisError, OSError, redis.exceptions.RedisClusterException)
-"""Everything a Redis call can raise, in every topology: the cluster client's
-``SlotNotCoveredError`` and ``RedisClusterUnreachableError`` are no ``RedisError``."""
-
 _NOT_MOVED = (redis.AuthenticationError, redis.exceptions.MaxConnectionsError,
               redis.exceptions.MaxClientsReachedError)
 _MOVED = (redis.exceptions.AskError,  # and MovedError
@@ -116,11 +109,6 @@ def topology_changed(exc: BaseException) -> bool:
     if isinstance(exc, redis.ResponseError):
         return str(exc).startswith(TOPOLOGY_REPLIES)
     return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
-
-
-class _BlockingSentinelPool(SentinelConnectionPool, redis.BlockingConnectionPool):
-    """Sentinel's pool (finds the primary per connection), bounded and blocking like
-    the single server's: a burst waits for a free connection instead of failing."""
 
 
 class Topology:
@@ -184,9 +172,11 @@ class Topology:
 
     def read_connection(self, node: Node, *, read_timeout: float) -> ReadConnection:
         """A new dedicated connection to ``node`` (``read_timeout``: the socket timeout,
-        longer than any ``BLOCK``). Raises redis errors."""
+        longer than any ``BLOCK``). Its client's pool holds that one connection: used by
+        one caller at a time, its pipelines run on it too (a single-connection client's
+        would open another). Raises redis errors."""
         client = self._node_client(
-            node, single_connection_client=True, socket_keepalive=True,
+            node, max_connections=1, socket_keepalive=True,
             socket_connect_timeout=self.connect_timeout, socket_timeout=read_timeout,
             retry=Retry(NoBackoff(), 0))
         try:
@@ -200,20 +190,22 @@ class Topology:
         ids are per server: another node's client with that id must not be woken).
         False if it was not blocked (yet) or its node is no primary any more (its read
         then fails on its own). Raises redis errors."""
-        admin = self._admin_client(connection.node)
+        admin = self.node_commands(connection.node)
         return admin is not None and bool(admin.client_unblock(connection.client_id))
 
-    def _admin_client(self, node: Node) -> Any:
-        """A pooled client that runs a command on ``node`` itself, or None."""
+    def node_commands(self, node: Node) -> Any:
+        """A pooled client whose commands run on ``node`` itself (``CLIENT UNBLOCK``,
+        ``WAIT``, ``TIME``), or None if ``node`` is no primary now."""
         return self.commands
 
-    def node_pubsub(self, node: Node) -> Any:
+    def node_pubsub(self, node: Node, **options: Any) -> Any:
         """A redis-py ``PubSub`` on a dedicated connection to ``node`` (no read timeout,
-        no retries): e.g. a node's ``SSUBSCRIBE`` doorbells in a cluster."""
+        no retries): e.g. a node's ``SSUBSCRIBE`` doorbells in a cluster. ``options``
+        go to ``pubsub()``. Connects at its first command."""
         client = self._node_client(
             node, socket_keepalive=True, socket_connect_timeout=self.connect_timeout,
             retry=Retry(NoBackoff(), 0), max_connections=1)
-        return client.pubsub()
+        return client.pubsub(**options)
 
     def pubsub_client(self) -> Any:
         """A client whose ``pubsub()`` holds one long subscription (no read timeout)."""
@@ -264,131 +256,15 @@ class SingleTopology(Topology):
         return redis.Redis.from_url(self.url.url, **options)
 
 
-class SentinelTopology(Topology):
-    """The primary that the sentinels name; :meth:`refresh` asks them again."""
-
-    def __init__(self, url: BrokerURL, **options: Any) -> None:
-        super().__init__(url, **options)
-        # makes no connection: each discovery asks the sentinels in turn
-        self.sentinel = Sentinel(list(url.hosts), sentinel_kwargs=self._sentinel_kwargs(),
-                                 **url.options)
-        self._primary: Node | None = None
-
-    def _command_client(self) -> Any:
-        url = self.url
-        return self.sentinel.master_for(
-            url.master_name or "", connection_pool_class=_BlockingSentinelPool,
-            db=url.db, max_connections=self.max_connections, timeout=self.timeout,
-            socket_connect_timeout=self.connect_timeout, socket_timeout=self.timeout,
-            health_check_interval=30)
-
-    def _sentinel_kwargs(self) -> dict[str, Any]:
-        """How to reach the sentinels: their own credentials (``sentinel_username``,
-        ``sentinel_password``), TLS like the data nodes unless ``sentinel_ssl`` says."""
-        url = self.url
-        options = dict(url.sentinel_options)
-        kwargs: dict[str, Any] = {"socket_connect_timeout": self.connect_timeout,
-                                  "socket_timeout": self.timeout}
-        for name in ("username", "password"):
-            if name in options:
-                kwargs[name] = options[name]
-        if options.get("ssl", url.tls):
-            kwargs["ssl"] = True
-            kwargs.update({k: v for k, v in url.options.items() if k.startswith("ssl_")})
-        return kwargs
-
-    def nodes(self) -> list[Node]:
-        if self._primary is None:
-            self._reload()
-        assert self._primary is not None
-        return [self._primary]
-
-    def node_of(self, key: str) -> Node:
-        return self.nodes()[0]
-
-    def _reload(self) -> None:
-        host, port = self.sentinel.discover_master(self.url.master_name or "")
-        self._primary = Node(str(host), int(port))
-
-    def _admin_client(self, node: Node) -> Any:
-        # the pool connects wherever the sentinels point: only ask if that is `node`
-        return self.commands if self._primary == node else None
-
-    def _node_client(self, node: Node, **options: Any) -> Any:
-        kwargs = {**self.url.options, **options}
-        if kwargs.pop("ssl", False):
-            kwargs["connection_class"] = SSLConnection
-        return redis.Redis(host=node.host, port=node.port, db=self.url.db, **kwargs)
-
-    def close(self) -> None:
-        super().close()
-        self.sentinel.close()
-
-
-class ClusterTopology(Topology):
-    """redis-py's cluster client routes the commands; its slot map groups the keys."""
-
-    def _command_client(self) -> Any:
-        url = self.url
-        return RedisCluster(
-            startup_nodes=[cluster_node(host, port) for host, port in url.hosts],
-            connection_pool_class=redis.BlockingConnectionPool,
-            max_connections=self.max_connections, timeout=self.timeout,
-            socket_connect_timeout=self.connect_timeout, socket_timeout=self.timeout,
-            **url.options)
-
-    def nodes(self) -> list[Node]:
-        return sorted({Node(n.host, int(n.port)) for n in self.commands.get_primaries()},
-                      key=lambda n: n.name)
-
-    def node_of(self, key: str) -> Node:
-        owner = self.commands.get_node_from_key(key)
-        return Node(owner.host, int(owner.port))
-
-    def xread_batches(self, keys: Iterable[str]) -> list[list[str]]:
-        slots: dict[int, list[str]] = {}
-        for key in keys:
-            slots.setdefault(self.commands.keyslot(key), []).append(key)
-        return list(slots.values())
-
-    def _moved(self, before: list[Node]) -> bool:
-        return True  # slots may have moved between the same primaries: regroup
-
-    def _admin_client(self, node: Node) -> Any:
-        owner = self.commands.get_node(host=node.host, port=node.port)
-        if owner is None or owner not in self.commands.get_primaries():
-            return None
-        return self.commands.get_redis_connection(owner)
-
-    def _reload(self) -> None:
-        # the cluster client's own refresh: CLUSTER SLOTS from a reachable node
-        self.commands.nodes_manager.initialize()
-
-    def _node_client(self, node: Node, **options: Any) -> Any:
-        kwargs = {**self.url.options, **options}
-        if kwargs.pop("ssl", False):
-            kwargs["connection_class"] = SSLConnection
-        return redis.Redis(host=node.host, port=node.port, **kwargs)
-
-    def sweep_idle(self) -> None:
-        if self._commands is None:
-            return
-        for node in self._commands.get_nodes():
-            client = node.redis_connection
-            if client is not None:
-                client.connection_pool.disconnect(inuse_connections=False)
-
-
-TOPOLOGIES: dict[Kind, type[Topology]] = {
-    "single": SingleTopology, "sentinel": SentinelTopology, "cluster": ClusterTopology,
-}
-
-
 def open_topology(url: str | BrokerURL, *, connect_timeout: float = 2.0,
                   timeout: float = 5.0, max_connections: int = 32) -> Topology:
     """The clients for ``url`` (``max_connections`` command connections per node).
     Raises ``ValueError`` for a bad URL; connects lazily (a cluster reads its slot map
     at once, and raises a redis error if no startup node answers)."""
+    from .topologies import ClusterTopology, SentinelTopology  # (they build on this module)
+
     parsed = url if isinstance(url, BrokerURL) else parse_broker_url(url)
-    return TOPOLOGIES[parsed.kind](parsed, connect_timeout=connect_timeout, timeout=timeout,
-                                   max_connections=max_connections)
+    kinds: dict[Kind, type[Topology]] = {
+        "single": SingleTopology, "sentinel": SentinelTopology, "cluster": ClusterTopology}
+    return kinds[parsed.kind](parsed, connect_timeout=connect_timeout, timeout=timeout,
+                              max_connections=max_connections)

@@ -11,7 +11,9 @@ from ..errors import BrokerError
 
 __all__ = ["ERRORS", "broker_error", "mapped_errors"]
 
-ERRORS = (redis.RedisError, OSError)
+ERRORS = (redis.RedisError, OSError, redis.exceptions.RedisClusterException)
+"""Everything a Redis call can raise, in every topology: the cluster client's
+``SlotNotCoveredError`` and ``RedisClusterUnreachableError`` are no ``RedisError``."""
 
 
 def broker_error(exc: BaseException) -> BrokerError:

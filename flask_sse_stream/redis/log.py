@@ -11,10 +11,16 @@ broker (``brokers/redis.py``) and the chat store (``chat/store/redis.py``).
   move it when trimming.) Each key's codec turns a gap into what its clients understand
   (``event: reset`` for channels, a ``close`` with ``finish_reason: "error"`` for chat), so
   nothing is lost in silence.
-* **Connections.** Commands share one bounded, blocking pool per URL and process (idle
-  connections are closed every ``IDLE_SECONDS``); the reader holds one connection while it
-  has keys. Under gevent a native thread (a threadpool publishing) gets a client of its
-  own: gevent's sockets belong to the thread whose hub made them.
+* **Connections.** One :class:`~.connection.Topology` per URL and process: the command
+  clients (bounded, blocking pools; per node in a cluster; idle connections are closed
+  every ``IDLE_SECONDS``) and the reader's own connections (one for a single server or
+  Sentinel, one doorbell connection per primary of a cluster). Under gevent a native
+  thread (a threadpool publishing) gets a topology of its own: gevent's sockets belong to
+  the thread whose hub made them.
+* **Publishing in a cluster** rings the key's doorbell: ``SPUBLISH`` on the shard channel
+  named like the key, in the same pipeline as the ``XADD`` (one round trip, one node).
+* **WAIT.** ``append(..., wait=(n, seconds))`` makes an append fail (``BrokerError``)
+  unless ``n`` replicas acknowledged it: only then does a failover keep it.
 
 The ``redis`` package is imported in this package only, so it is needed only with a Redis
 URL.
@@ -28,21 +34,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ..errors import BrokerError
 from ..runtime import native_thread_ident, sockets_are_per_thread
+from .connection import Topology, open_topology
 from .errors import mapped_errors
 from .ids import ZERO, Position, parse_id, text
-from .reader import BLOCK_MS, Reader
+from .reader import Reader
 
 __all__ = ["ZERO", "Position", "RedisLog", "Replay", "parse_id", "text"]
 
 PAGE = 1000  # entries per XRANGE page of a replay
 MAX_PAGES = 1000  # a replay that has not reached the end after this many pages gives up
-COMMAND_CONNECTIONS = 32  # per URL and process, shared by appends, replays and checks
+COMMAND_CONNECTIONS = 32  # per URL, node and process: appends, replays and checks
 IDLE_SECONDS = 60.0  # free command connections are closed this often
+
 
 @dataclass
 class Replay:
@@ -59,7 +65,7 @@ def _after(a: str, b: str) -> bool:
 
 
 class RedisLog:
-    """Streams on one Redis (one per URL and process: see :meth:`open`)."""
+    """Streams on one Redis deployment (one per URL and process: see :meth:`open`)."""
 
     _shared: dict[tuple[str, float, float], RedisLog] = {}
     _shared_lock = threading.Lock()
@@ -67,7 +73,8 @@ class RedisLog:
     @classmethod
     def open(cls, url: str, *, connect_timeout: float = 2.0, timeout: float = 5.0) -> RedisLog:
         """The process's log for ``url`` (shared by the broker and the chat store, so one
-        reader serves both); call :meth:`release` when done with it."""
+        reader serves both); call :meth:`release` when done with it. Raises
+        ``ValueError`` for a bad URL."""
         with cls._shared_lock:
             key = (url, connect_timeout, timeout)
             found = cls._shared.get(key)
@@ -81,36 +88,49 @@ class RedisLog:
         self.url = url
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._main: Any = self._command_client()
+        self.topology = self._open_topology()
+        self.bells = self.topology.kind == "cluster"  # a cluster's readers need doorbells
         self._home_thread = native_thread_ident()
-        self._thread_clients: dict[int, Any] = {}  # native threads' own clients (gevent)
+        self._thread_topologies: dict[int, Topology] = {}  # native threads' own (gevent)
         self._thread_lock = threading.Lock()
-        self.reader = Reader(self)
+        self.reader = self._make_reader()
         self._users = 0
         self._swept = time.monotonic()
 
-    def _command_client(self) -> Any:
-        # Any: redis-py's own hints change between releases
-        pool = redis.BlockingConnectionPool.from_url(
-            self.url, max_connections=COMMAND_CONNECTIONS, timeout=self.timeout,
-            socket_connect_timeout=self.connect_timeout, socket_timeout=self.timeout,
-            health_check_interval=30,
-        )
-        return redis.Redis(connection_pool=pool)
+    def _open_topology(self) -> Topology:
+        return open_topology(self.url, connect_timeout=self.connect_timeout,
+                             timeout=self.timeout, max_connections=COMMAND_CONNECTIONS)
+
+    def _make_reader(self) -> Reader:
+        if self.bells:
+            from .doorbells import DoorbellReader
+
+            return DoorbellReader(self)
+        from .blocking import BlockingReader
+
+        return BlockingReader(self)
+
+    def topology_for_thread(self) -> Topology:
+        """The topology for the calling thread: the shared one, or under gevent, for a
+        native thread, one of that thread's own (a connection made by one thread's hub
+        cannot be used from another: ``greenlet.error``)."""
+        ident = native_thread_ident()
+        if ident == self._home_thread or not sockets_are_per_thread():
+            return self.topology
+        topology = self._thread_topologies.get(ident)
+        if topology is None:
+            with self._thread_lock:
+                topology = self._thread_topologies.get(ident)
+                if topology is None:
+                    topology = self._thread_topologies[ident] = self._open_topology()
+        return topology
 
     @property
     def client(self) -> Any:
-        """The command client for the calling thread: the shared pool, or under gevent,
-        for a native thread, a client of that thread's own (a connection made by one
-        thread's hub cannot be used from another: ``greenlet.error``)."""
-        ident = native_thread_ident()
-        if ident == self._home_thread or not sockets_are_per_thread():
-            return self._main
-        client = self._thread_clients.get(ident)
-        if client is None:
-            with self._thread_lock:
-                client = self._thread_clients.setdefault(ident, self._command_client())
-        return client
+        """The command client for the calling thread (a cluster client in a cluster: it
+        routes every keyed command). Raises redis errors (a cluster client reads its
+        slot map when made)."""
+        return self.topology_for_thread().commands
 
     def release(self) -> None:
         with self._shared_lock:
@@ -121,54 +141,86 @@ class RedisLog:
                 if value is self:
                     del self._shared[key]
         self.reader.stop()
-        self._main.close()
-        for client in list(self._thread_clients.values()):
-            client.close()
+        self.topology.close()
+        for topology in list(self._thread_topologies.values()):
+            topology.close()
 
-    def reader_client(self) -> Any:
-        """A connection of its own for the reader's blocking reads (no hidden retries:
-        the reader's back-off decides)."""
-        return redis.Redis.from_url(
-            self.url, single_connection_client=True, socket_keepalive=True,
-            socket_connect_timeout=self.connect_timeout,
-            socket_timeout=BLOCK_MS / 1000 + self.timeout, retry=Retry(NoBackoff(), 0),
-        )
-
-    def pubsub_client(self) -> Any:
-        """A client for one long pub/sub subscription (no read timeout)."""
-        return redis.Redis.from_url(
-            self.url, socket_keepalive=True, socket_connect_timeout=self.connect_timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+    def listener(self, channel: str) -> Any:
+        """A redis-py ``PubSub`` on a connection of its own, for one long subscription
+        to ``channel`` (no read timeout, no hidden retries). In a cluster a ``PUBLISH``
+        reaches every node, so the channel's node serves as well as any. Raises redis
+        errors."""
+        topology = self.topology
+        return topology.node_pubsub(topology.node_of(channel))
 
     def sweep_idle(self) -> None:
         """Close the free command connections now and then (they reconnect on use)."""
         now = time.monotonic()
         if now - self._swept >= IDLE_SECONDS:
             self._swept = now
-            self._main.connection_pool.disconnect(inuse_connections=False)
+            self.topology.sweep_idle()
 
     # -- commands ------------------------------------------------------------------------
 
     def append(self, key: str, fields: dict[str, Any], *, maxlen: int | None = None,
-               expire: int | None = None) -> str:
-        """XADD (trimmed to about ``maxlen``; expiring after ``expire`` s); the new id."""
+               expire: int | None = None, wait: tuple[int, float] | None = None) -> str:
+        """XADD (trimmed to about ``maxlen``; expiring after ``expire`` s); the new id.
+        With ``wait=(replicas, seconds)`` the append must reach that many replicas in
+        that time, or it raises ``BrokerError`` (the entry may be read nonetheless)."""
         self.sweep_idle()
         with mapped_errors():
-            if expire is None:
-                entry_id = self.client.xadd(key, fields, maxlen=maxlen, approximate=True)
-            else:
-                with self.client.pipeline(transaction=False) as pipe:
-                    pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
-                    pipe.expire(key, expire)
-                    entry_id = pipe.execute()[0]
-        return text(entry_id)
+            if expire is None and wait is None and not self.bells:
+                return text(self.client.xadd(key, fields, maxlen=maxlen, approximate=True))
+            results = self._append_pipeline(key, fields, maxlen, expire, wait)
+        if wait is not None and int(results[-1]) < wait[0]:
+            raise BrokerError(
+                f"redis: the event was written but only {int(results[-1])} of {wait[0]} "
+                f"replicas acknowledged it within {wait[1]:g}s (a failover may lose it)")
+        return text(results[0])
+
+    def _append_pipeline(self, key: str, fields: dict[str, Any], maxlen: int | None,
+                         expire: int | None, wait: tuple[int, float] | None) -> list[Any]:
+        topology = self.topology_for_thread()
+        try:
+            return self._append_once(topology, key, fields, maxlen, expire, wait)
+        except redis.exceptions.MovedError:
+            if not (wait and self.bells):
+                raise  # (the cluster client follows MOVED itself)
+            topology.refresh()  # the node refused before writing anything: ask again
+            return self._append_once(topology, key, fields, maxlen, expire, wait)
+
+    def _append_once(self, topology: Topology, key: str, fields: dict[str, Any],
+                     maxlen: int | None, expire: int | None,
+                     wait: tuple[int, float] | None) -> list[Any]:
+        # WAIT counts what *this connection* wrote: in a cluster, the key's node's own
+        client = topology.node_commands(topology.node_of(key)) if wait and self.bells else None
+        with (client or topology.commands).pipeline(transaction=False) as pipe:
+            pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
+            if expire is not None:
+                pipe.expire(key, expire)
+            if self.bells:
+                pipe.spublish(key, "")  # the doorbell of the key's readers
+            if wait is not None:
+                pipe.wait(wait[0], max(1, int(wait[1] * 1000)))
+            return list(pipe.execute())
+
+    def end_entry(self, key: str) -> tuple[str, dict[Any, Any] | None]:
+        """The id ("0-0" if empty or missing) and fields of the stream's last entry."""
+        with mapped_errors():
+            last = self.client.xrevrange(key, count=1)
+        return (text(last[0][0]), last[0][1]) if last else ("0-0", None)
 
     def end_id(self, key: str) -> str:
         """The id of the stream's last entry ("0-0" if empty or missing)."""
-        with mapped_errors():
-            last = self.client.xrevrange(key, count=1)
-        return text(last[0][0]) if last else "0-0"
+        return self.end_entry(key)[0]
+
+    def key_types(self, keys: list[str]) -> dict[str, str]:
+        """``TYPE`` of each key, pipelined. Raises redis errors."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.type(key)
+            kinds = pipe.execute()
+        return {key: text(kind) for key, kind in zip(keys, kinds, strict=False)}
 
     def replay(self, key: str, after: str | None) -> Replay:
         """The entries after ``after`` (all kept ones if None), paged to the stream's end.
@@ -218,15 +270,16 @@ class RedisLog:
             return "event id older than the history"
         return "unknown event id"
 
-    def gaps(self, points: dict[str, str]) -> set[str]:
+    def gaps(self, points: dict[str, str], client: Any = None) -> set[str]:
         """The keys whose continuation point (key -> last id read) was trimmed away (or
-        whose stream was recreated) since: entries after it may be lost.
+        whose stream was recreated) since: entries after it may be lost. ``client``: the
+        server to ask (the one the reader read from; default the command client).
 
         Conservative: a point trimmed just after the read that went past it counts too
         (the reader was a whole history behind anyway).
         """
         keys = list(points)
-        with self.client.pipeline(transaction=False) as pipe:
+        with (client or self.client).pipeline(transaction=False) as pipe:
             for key in keys:
                 if points[key] == "0-0":
                     pipe.xinfo_stream(key)
