@@ -12,7 +12,8 @@ import os
 from flask_sse_stream.contrib.gunicorn.config import *  # noqa: F403
 
 _scheme = os.environ.get("FLASK_SSE_BROKER_URL", "memory://").partition("://")[0].lower()
-_shared_broker = _scheme in ("redis", "rediss", "unix")
+_shared_broker = _scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster",
+                            "redis+sentinel", "rediss+sentinel")
 workers = int(os.environ.get("WEB_CONCURRENCY", 2)) if _shared_broker else 1
 accesslog = "-"
 # Log the path without the query string: chat prompts travel in ?message= on GET.

@@ -54,7 +54,8 @@ class SSE:
         init_tokens(app)
         counters = Counters()
         broker = create_broker(
-            settings.broker_url, history_size=settings.history_size, counters=counters
+            settings.broker_url, history_size=settings.history_size, counters=counters,
+            wait_replicas=settings.redis_wait_replicas, wait_timeout=settings.redis_wait_timeout,
         )
         app.extensions[EXTENSION_KEY] = SSEState(
             broker=broker,

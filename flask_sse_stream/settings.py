@@ -45,6 +45,9 @@ SSE_DEFAULTS: dict[str, Any] = {
     # only ever used where it is exact (gunicorn's gevent worker iterating the body itself)
     "SSE_DIRECT_WRITE": True,
     "SSE_SUBSCRIBE_TOKENS": False,
+    # a Redis publish succeeds once this many replicas have it (0: once the primary has)
+    "SSE_REDIS_WAIT_REPLICAS": 0,
+    "SSE_REDIS_WAIT_TIMEOUT": 0.5,
 }
 
 CHAT_DEFAULTS: dict[str, Any] = {
@@ -133,6 +136,15 @@ def _broker_url(key: str, value: Any) -> str:
     return normalize_url(value)
 
 
+def _wait_timeout(key: str, value: Any) -> float:
+    """Seconds for ``WAIT``: above 0 (Redis reads 0 as forever) and below the 5 s the
+    broker's command connections wait for any reply."""
+    seconds = float(_as_number(key, value, integer=False, nullable=False, minimum=0.001))
+    if seconds > 4.0:
+        raise ValueError(f"{key} must be at most 4 seconds, not {value!r}")
+    return seconds
+
+
 def _url_prefix(key: str, value: Any) -> str | None:
     if value is None or (isinstance(value, str) and value.startswith("/")):
         return value
@@ -152,6 +164,8 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "SSE_WRITE_TIMEOUT": _seconds(),
     "SSE_DIRECT_WRITE": _bool,
     "SSE_SUBSCRIBE_TOKENS": _bool,
+    "SSE_REDIS_WAIT_REPLICAS": _int(),
+    "SSE_REDIS_WAIT_TIMEOUT": _wait_timeout,
     "CHAT_MAX_CHARS": _int(minimum=1),
     "CHAT_MAX_MESSAGES": _int(minimum=1),
     "CHAT_MAX_BODY_BYTES": _int(minimum=1),
@@ -181,6 +195,8 @@ class Settings:
     write_timeout: float | None
     direct_write: bool
     subscribe_tokens: bool
+    redis_wait_replicas: int
+    redis_wait_timeout: float
     chat_max_chars: int
     chat_max_messages: int
     chat_max_body_bytes: int
@@ -217,6 +233,8 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         write_timeout=values["SSE_WRITE_TIMEOUT"] or None,
         direct_write=values["SSE_DIRECT_WRITE"],
         subscribe_tokens=values["SSE_SUBSCRIBE_TOKENS"],
+        redis_wait_replicas=values["SSE_REDIS_WAIT_REPLICAS"],
+        redis_wait_timeout=values["SSE_REDIS_WAIT_TIMEOUT"],
         chat_max_chars=values["CHAT_MAX_CHARS"],
         chat_max_messages=values["CHAT_MAX_MESSAGES"],
         chat_max_body_bytes=values["CHAT_MAX_BODY_BYTES"],

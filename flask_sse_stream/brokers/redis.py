@@ -1,11 +1,13 @@
-"""``redis://``: channels as Redis Streams, shared by every worker and host.
+"""``redis://`` (and ``redis+cluster://``, ``redis+sentinel://``): channels as Redis
+Streams, shared by every worker and host.
 
 * ``publish`` is one ``XADD ... MAXLEN ~ SSE_HISTORY_SIZE``: Redis assigns the id, and the
   stream is the history that replay reads, on any host.
 * Live events come from the process's one reader (``redis/reader.py``): a single blocking
   ``XREAD`` over every channel (and chat generation) with local subscribers, on one
-  connection whatever the number of channels or clients. Each batch is encoded once per
-  channel and handed to every local subscriber as one chunk.
+  connection whatever the number of channels or clients (in a cluster: one doorbell
+  connection per primary). Each batch is encoded once per channel and handed to every
+  local subscriber as one chunk.
 * A subscriber that resumes from ``Last-Event-ID`` joins the reader first (live entries are
   held back), replays the history after its id (paged to the end), then gets the held-back
   entries newer than the replay's end: no gap and no duplicate at the seam.
@@ -48,11 +50,14 @@ class ChannelCodec:
 
     __slots__ = ()
 
+    def start(self, fields: dict[Any, Any] | None) -> None:
+        pass
+
     def entry(self, entry_id: str, fields: dict[Any, Any]) -> tuple[bytes, bool]:
         return _encode_entry(entry_id, fields), False
 
     def gap(self, last_id: str) -> tuple[bytes, bool]:
-        return reset_event(last_id, "events were trimmed before this server read them"), False
+        return reset_event(last_id, "events were lost before this server read them"), False
 
 
 class _RedisSubscription(Subscription):
@@ -73,8 +78,12 @@ class RedisBroker(Broker):
         connect_timeout: float = 2.0,
         timeout: float = 5.0,
         counters: Counters | None = None,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
     ) -> None:
         self.counters = Counters() if counters is None else counters
+        # SSE_REDIS_WAIT_REPLICAS: a publish succeeds once that many replicas have it
+        self.wait = (wait_replicas, wait_timeout) if wait_replicas > 0 else None
         self.history_size = history_size
         self.maxlen = max(history_size, 1)
         self.key_prefix = key_prefix
@@ -96,7 +105,7 @@ class RedisBroker(Broker):
             fields["r"] = retry
         if not fields:
             fields["_"] = ""  # an entry needs a field; this one encodes to an id-only event
-        entry_id = self.log.append(self.key(channel), fields, maxlen=self.maxlen)
+        entry_id = self.log.append(self.key(channel), fields, maxlen=self.maxlen, wait=self.wait)
         self.counters.published += 1
         return entry_id
 

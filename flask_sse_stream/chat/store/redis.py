@@ -8,6 +8,13 @@ through the process's one Redis reader (``redis/reader.py``, shared with the cha
 broker), however many generations and clients it follows. Cancelling from another process
 is one message on one pub/sub channel, read by one listener per process, which cancels
 only generations that process runs. Finished logs expire after ``retention``.
+
+In a Redis Cluster a generation's keys (its stream, ``:alive``, ``:listen``) carry its
+stream id as a hash tag, ``<prefix>{<stream_id>}``, so they share a slot: one node, one
+round trip per pipeline. Generations spread over the primaries like channels do.
+Without a cluster the keys keep their untagged names (those of the second release).
+Cancel requests are a plain ``PUBLISH``, which a cluster broadcasts to every node: the
+listener subscribes on any one of them.
 """
 
 from __future__ import annotations
@@ -68,22 +75,32 @@ def _fields(fields: dict[bytes, bytes]) -> tuple[int, bytes, bool]:
 
 class ChatCodec:
     """A generation's mirrored entries (already encoded by the owner); a gap ends the
-    reply for its followers with ``finish_reason: "error"``."""
+    reply for its followers with ``finish_reason: "error"``.
+
+    The owner numbers its entries 1, 2, ... in its own memory, so a follower can tell a
+    hole the reader cannot see: after a failover that lost entries nobody here had read
+    yet, the owner writes on with the next seq, and the seq jumps."""
 
     __slots__ = ("seq", "stream_id")
 
     def __init__(self, stream_id: str) -> None:
         self.stream_id = stream_id
-        self.seq = 0
+        self.seq: int | None = None  # the last entry's seq (None: not known yet)
+
+    def start(self, fields: dict[Any, Any] | None) -> None:
+        if fields is not None:
+            self.seq = _fields(fields)[0]
 
     def entry(self, entry_id: str, fields: dict[Any, Any]) -> tuple[bytes, bool]:
         seq, chunk, final = _fields(fields)
-        self.seq = max(self.seq, seq)
+        if self.seq is not None and seq > self.seq + 1:
+            return self.gap(entry_id)  # entries between were lost
+        self.seq = seq
         return chunk, final
 
     def gap(self, last_id: str) -> tuple[bytes, bool]:
         close = {"finish_reason": "error", "error": "part of this reply was lost"}
-        return encode_close(self.stream_id, self.seq + 1, close), True
+        return encode_close(self.stream_id, (self.seq or 0) + 1, close), True
 
 
 class RedisGenerationStore(GenerationStore):
@@ -95,15 +112,32 @@ class RedisGenerationStore(GenerationStore):
         self.listen_ttl = listen_ttl
         self.key_prefix = key_prefix
         self.log = RedisLog.open(url)
-        self.client = self.log.client
+        self.tagged = self.log.topology.kind == "cluster"
         self.local = MemoryGenerationStore(retention)
         self._running: set[str] = set()  # generations this process runs (not finished)
         self._cancel_callback: Callable[[str], object] | None = None
         self._background_started = False
         self._closed = False
 
+    @property
+    def client(self) -> Any:
+        """The command client (a cluster client routes every key to its node)."""
+        return self.log.client
+
     def key(self, stream_id: str) -> str:
+        """The generation's stream; its other keys add a suffix (same hash tag)."""
+        if self.tagged:
+            return f"{self.key_prefix}{{{stream_id}}}"
         return self.key_prefix + stream_id
+
+    def stream_id_of(self, key: str) -> str | None:
+        """The inverse of :meth:`key` (None for a key that is no generation's)."""
+        if not key.startswith(self.key_prefix):
+            return None
+        rest = key[len(self.key_prefix):]
+        if self.tagged:
+            return rest[1:-1] if rest.startswith("{") and rest.endswith("}") else None
+        return rest
 
     # -- the owning process ------------------------------------------------------------
 
@@ -194,10 +228,8 @@ class RedisGenerationStore(GenerationStore):
 
     def _followed(self) -> list[str]:
         """The generations run elsewhere that clients of this process follow."""
-        prefix = self.key_prefix
-        keys = self.log.reader.followed_keys()
-        return [key[len(prefix):] for key in keys
-                if key.startswith(prefix) and key[len(prefix):] not in self._running]
+        ids = (self.stream_id_of(key) for key in self.log.reader.followed_keys())
+        return [i for i in ids if i is not None and i not in self._running]
 
     def owner_of(self, stream_id: str) -> str | None:
         if self.local.exists(stream_id):
@@ -298,16 +330,18 @@ class RedisGenerationStore(GenerationStore):
         causes another message."""
         backoff = Backoff(first=0.5, limit=5.0)
         sleep = runtime.current().sleep
-        client = self.log.pubsub_client()
+        channel = self.key_prefix + "cancel"
         while not self._closed:
             pubsub = None
             try:
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(self.key_prefix + "cancel")
+                pubsub = self.log.listener(channel)
+                pubsub.subscribe(channel)
                 backoff.reset()
                 for message in pubsub.listen():
                     if self._closed:
                         return
+                    if message["type"] != "message":
+                        continue
                     stream_id = text(message["data"])
                     if self._cancel_callback is not None and stream_id in self._running:
                         self._cancel_callback(stream_id)
@@ -315,6 +349,8 @@ class RedisGenerationStore(GenerationStore):
                 if self._closed:
                     return
                 log.warning("chat cancel listener: %s; reconnecting", exc)
+                with contextlib.suppress(*ERRORS):
+                    self.log.topology.refresh()  # a failover: its node may have moved
             except Exception:
                 if self._closed:
                     return
