@@ -155,6 +155,23 @@ def start_node(args: list[str], *, port: int | None = None, sentinel: bool = Fal
     return RedisNode(proc, port, workdir, password)
 
 
+def start_ready(args: list[str], *, password: str | None = None, attempts: int = 5,
+                make_args: Callable[[], list[str]] | None = None) -> RedisNode:
+    """Start a data node and wait until it answers; a port taken meanwhile by another
+    process (between choosing it and binding it) means another try on new ports."""
+    for attempt in range(attempts):
+        node = start_node(make_args() if make_args else args, password=password)
+        try:
+            wait_ready(node)
+            return node
+        except RuntimeError as exc:
+            node.kill()
+            shutil.rmtree(node.workdir, ignore_errors=True)
+            if "Address already in use" not in str(exc) or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def wait_ready(node: RedisNode, timeout: float = 10.0) -> None:
     def ping() -> bool:
         if not node.alive():
@@ -334,15 +351,15 @@ def redis_cluster(primaries: int = 3, replicas: int = 1, *,
     """A Redis Cluster of ``primaries`` x (1 + ``replicas``) nodes on loopback, healthy."""
     nodes: list[RedisNode] = []
     with _reaped(nodes):
-        for _ in range(primaries * (1 + replicas)):
-            args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+        def cluster_args() -> list[str]:
+            return ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                     "--cluster-port", str(free_port()),
                     # a replica may always take over (the tests kill primaries at will)
                     "--cluster-replica-validity-factor", "0"]
-            nodes.append(start_node(args, password=password))
-        for node in nodes:
-            wait_ready(node)
+
+        for _ in range(primaries * (1 + replicas)):
+            nodes.append(start_ready([], password=password, make_args=cluster_args))
         cmd = [_exe("redis-cli")]
         if password:
             cmd += ["-a", password, "--no-auth-warning"]
@@ -542,12 +559,11 @@ def redis_sentinel(replicas: int = 1, sentinels: int = 3,
     majority) on loopback, settled (every sentinel sees the others and the replicas)."""
     nodes: list[RedisNode] = []
     with _reaped(nodes):
-        primary = start_node([])
+        primary = start_ready([])
         nodes.append(primary)
-        wait_ready(primary)
         data = [primary]
         for _ in range(replicas):
-            replica = start_node(["--replicaof", HOST, str(primary.port)])
+            replica = start_ready(["--replicaof", HOST, str(primary.port)])
             nodes.append(replica)
             data.append(replica)
         quorum = sentinels // 2 + 1

@@ -3,8 +3,9 @@ processes) behind two app servers of two gunicorn workers each, with
 ``SSE_BROKER_URL=redis+cluster://...``: events spread over every primary reach every
 subscriber once and in order, resume exactly on the other server, a process reads with
 a constant number of connections per primary whatever the channel count, a generation
-resumes and is cancelled across servers, and a primary SIGKILLed mid-traffic skips
-nothing in silence (the last test: it changes the cluster)."""
+resumes and is cancelled across servers, with ``SSE_REDIS_WAIT_REPLICAS`` a publish no
+replica acknowledged fails, and a primary SIGKILLed mid-traffic skips nothing in silence
+(the last test: it changes the cluster)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.topology_clients import (
     Publisher,
     ResumingStream,
     own_id,
+    publish,
     silent_holes,
     wait_healthy,
 )
@@ -216,6 +218,41 @@ def test_chat_cancel_from_the_other_server(deployment) -> None:
     events = parse(body).events
     assert events[-1].type == "close"
     assert json.loads(events[-1].data)["finish_reason"] == "cancelled"
+
+
+def test_with_wait_a_publish_no_replica_acknowledged_fails_and_says_so(deployment) -> None:
+    """``SSE_REDIS_WAIT_REPLICAS=1``: a publish to a primary whose replica is frozen is
+    refused (503, naming the replicas), though written and delivered; the other
+    primaries' publishes succeed; once the replica is back, so do its own."""
+    cluster, _a, _b = deployment
+    primary = cluster.primaries()[1]
+    replica = cluster.replica_of(primary)
+    per_primary = channels_per_primary(cluster, 1, "wait{}")
+    frozen, fine = per_primary[primary.port][0], per_primary[cluster.primaries()[2].port][0]
+    env = {"FLASK_SSE_BROKER_URL": cluster.url(), "FLASK_SSE_HEARTBEAT_INTERVAL": "1",
+           "FLASK_SSE_REDIS_WAIT_REPLICAS": "1", "FLASK_SSE_REDIS_WAIT_TIMEOUT": "0.3"}
+    with gunicorn_server(APP, env=env, workers=1) as server:
+        wait_healthy(server)
+        stream = ResumingStream(server, [frozen, fine])
+        try:
+            assert publish(server, frozen, {"n": 0}) is not None
+            replica.suspend()
+            try:
+                refused = httpx.post(server.url + "/publish", timeout=30,
+                                     json={"channel": frozen, "data": {"n": 1}})
+                assert refused.status_code == 503, refused.text
+                assert "0 of 1 replicas" in refused.json()["error"]
+                assert publish(server, fine, {"n": 0}) is not None
+                # written on the primary all the same: subscribers get it
+                stream.wait_for(lambda items: {(i.channel, i.n) for i in items} >= {
+                    (frozen, 0), (frozen, 1), (fine, 0)})
+            finally:
+                replica.resume()
+            wait_until(lambda: publish(server, frozen, {"n": 2}) is not None, 20,
+                       "the replica acknowledging again")
+        finally:
+            stream.close()
+    wait_until(lambda: replica in cluster.replicas(), 20, "the replica back in the cluster")
 
 
 def got_last(channels: list[str], last: dict[str, int]) -> Callable[[list[Item]], bool]:

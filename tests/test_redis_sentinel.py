@@ -1,10 +1,15 @@
 """Channels and chat with Redis Sentinel (1 primary, 1 replica, 3 sentinels; real
 redis-server processes) behind two app servers with
-``SSE_BROKER_URL=redis+sentinel://.../mymaster/0``: a failover (coordinated, or the
-primary SIGKILLed) is followed without restarting the app, and a failover that really
-loses the newest entries (checked on the new primary) gives ``event: reset`` to a
-client or reader holding one of them, and ends a followed chat reply with
-``finish_reason: "error"`` instead of a silent hole."""
+``SSE_BROKER_URL=redis+sentinel://.../mymaster/0`` and ``SSE_REDIS_WAIT_REPLICAS=1``: a
+failover (coordinated, or the primary SIGKILLed) is followed without restarting the app,
+and a failover that really loses the newest entries (checked on the new primary) gives
+``event: reset`` to a client or reader holding one of them, and ends a followed chat
+reply with ``finish_reason: "error"`` instead of a silent hole.
+
+Why WAIT: ``SENTINEL FAILOVER`` promotes the replica while the old primary still takes
+writes (until it is re-pointed), and the old primary's resync discards them. Nobody can
+tell such a loss afterwards; with WAIT those publishes fail instead (the old primary has
+no replica left), so "every successfully published event arrives" holds."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from tests.topology_clients import (
     Item,
     Publisher,
     ResumingStream,
+    own_id,
     publish,
     silent_holes,
     wait_healthy,
@@ -39,6 +45,7 @@ KEY_PREFIX = "sse:"  # the Redis broker's default key prefix
 def deployment() -> Iterator[tuple[SentinelSetup, Server, Server]]:
     with redis_sentinel(replicas=1, sentinels=3, master_name="mymaster") as setup:
         env = {"FLASK_SSE_BROKER_URL": setup.url(db=0), "FLASK_SSE_HEARTBEAT_INTERVAL": "1",
+               "FLASK_SSE_REDIS_WAIT_REPLICAS": "1", "FLASK_SSE_REDIS_WAIT_TIMEOUT": "0.3",
                "FLASK_CHAT_DEMO_DELAY": "0.05", "FLASK_CHAT_GRACE_SECONDS": "10"}
         with gunicorn_server(APP, env=env, workers=1) as a, \
                 gunicorn_server(APP, env=env, workers=2) as b:
@@ -122,10 +129,14 @@ def test_a_lossy_failover_gives_a_reset_to_clients_holding_a_lost_id(deployment)
             stream.wait_for(lambda items: len(items) == 3)
 
         def write() -> list[str]:
-            ids = [publish_until_ok(a, channel, n) for n in (3, 4)]
+            for n in (3, 4):  # written on the primary, but no replica acknowledges them
+                refused = httpx.post(a.url + "/publish", timeout=30,
+                                     json={"channel": channel, "data": {"n": n}})
+                assert refused.status_code == 503, refused.text
+                assert "0 of 1 replicas" in refused.json()["error"], refused.text
             for stream in (live, multi):  # both now hold the lost ids as positions
                 stream.wait_for(lambda items: [i.n for i in items][-1:] == [4])
-            return ids
+            return [own_id(i.event_id) for i in live.items[3:5]]
 
         new_primary, lost_ids = setup.lossy_failover(write)
         stored = [str(e[0]) for e in new_primary.client().xrange(key)]
