@@ -144,22 +144,32 @@ class Target:
         except (OSError, RuntimeError, KeyError, ValueError, asyncio.TimeoutError):
             return None
 
+    def redis_pids(self) -> list[int]:
+        """Every redis-server serving keys (a cluster's primaries)."""
+        if not self.redis:
+            return []
+        return [int(p) for p in self.redis.get("pids", [self.redis["pid"]])]
+
     def redis_cpu(self) -> float:
-        return cpu_seconds([self.redis["pid"]]) if self.redis else 0.0
+        return cpu_seconds(self.redis_pids())
 
     def redis_rss(self) -> int:
-        return rss_bytes([self.redis["pid"]]) if self.redis else 0
+        return rss_bytes(self.redis_pids())
 
     def redis_clients(self) -> int | None:
+        """Connections to the redis servers, all primaries together."""
         if not self.redis:
             return None
         import redis
 
-        r = redis.Redis(host="127.0.0.1", port=int(self.redis["port"]))
-        try:
-            return int(r.info("clients")["connected_clients"]) - 1  # minus this probe
-        finally:
-            r.close()
+        total = 0
+        for port in self.redis.get("ports", [self.redis["port"]]):
+            r = redis.Redis(host="127.0.0.1", port=int(port))
+            try:
+                total += int(r.info("clients")["connected_clients"]) - 1  # minus this probe
+            finally:
+                r.close()
+        return total
 
     def swarm(self, path: str | None = None, n: int = 0, **kw: Any) -> Swarm:
         return Swarm(

@@ -70,6 +70,7 @@ class ServerSpec:
     note: str = ""
     config: str = "gunicorn_bench.py"  # the gunicorn config file in bench/servers
     upstream: bool = False  # needs bench/upstream.py (BENCH_UPSTREAM_URL)
+    cluster: bool = False  # redis: a Redis Cluster of 3 primaries instead of one server
     scenarios: tuple[str, ...] = LEGACY  # the scenarios this server serves
 
     def serves(self, scenario: str) -> bool:
@@ -119,6 +120,10 @@ SERVER_SPECS: dict[str, ServerSpec] = {
         ),
         ServerSpec("ours-redis", "gunicorn", "ours_app:app", redis=True, ours=True),
         ServerSpec("ours-redis-2w", "gunicorn", "ours_app:app", workers=2, redis=True, ours=True),
+        ServerSpec(
+            "ours-cluster", "gunicorn", "ours_app:app", redis=True, cluster=True, ours=True,
+            note="redis+cluster:// on 3 primaries (no replicas): doorbells, reads per node",
+        ),
         # the relay: three servers in front of the same upstream (bench/upstream.py)
         ServerSpec(
             "relay-bare", "python", "relay_bare.py", upstream=True, scenarios=("relay",),
@@ -144,7 +149,7 @@ SERVER_SPECS: dict[str, ServerSpec] = {
 RELAY_SERVERS = ("relay-bare", "relay-starlette", "relay-ours")
 STORM_SERVERS = ("bare-gevent", "ours-storm")
 QUICK_SERVERS = ("sse-starlette", "flask-sse", "bare-gevent", "ours-mem", "ours-redis")
-REDIS_SERVERS = ("flask-sse", "ours-mem", "ours-redis", "ours-redis-2w")
+REDIS_SERVERS = ("flask-sse", "ours-mem", "ours-redis", "ours-redis-2w", "ours-cluster")
 
 FULL_PARAMS: dict[str, Any] = {
     "heartbeat": 3.0,
@@ -287,6 +292,7 @@ def serve(
     params = params or {}
     procs: list[subprocess.Popen[bytes]] = []
     tmp = tempfile.mkdtemp(prefix="bench-redis-")
+    stack = contextlib.ExitStack()
     try:
         env = dict(os.environ)
         env.update(spec.env)
@@ -297,7 +303,14 @@ def serve(
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(SERVERS_DIR)])
         env["PYTHONUNBUFFERED"] = "1"
         redis_info = None
-        if spec.redis:
+        if spec.cluster:
+            cluster = stack.enter_context(_redis_cluster())
+            env["BENCH_BROKER_URL"] = env["BENCH_REDIS_URL"] = cluster.url()
+            primaries = cluster.primaries()
+            redis_info = {"port": primaries[0].port, "pid": primaries[0].proc.pid,
+                          "ports": [n.port for n in primaries],
+                          "pids": [n.proc.pid for n in primaries]}
+        elif spec.redis:
             rport = free_port()
             rlog = open(log_dir / f"{spec.name}.redis.log", "ab")  # noqa: SIM115
             rproc = subprocess.Popen(
@@ -361,7 +374,16 @@ def serve(
     finally:
         for p in reversed(procs):
             stop(p)
+        stack.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _redis_cluster() -> Any:
+    """The test suite's Redis Cluster fixture (real redis-server processes on loopback)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.redis_topologies import redis_cluster
+
+    return redis_cluster(primaries=3, replicas=0)
 
 
 def run_floor(params: dict[str, Any]) -> dict[str, Any]:

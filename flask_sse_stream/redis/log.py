@@ -17,8 +17,8 @@ broker (``brokers/redis.py``) and the chat store (``chat/store/redis.py``).
   Sentinel, one doorbell connection per primary of a cluster). Under gevent a native
   thread (a threadpool publishing) gets a topology of its own: gevent's sockets belong to
   the thread whose hub made them.
-* **Publishing in a cluster** rings the key's doorbell: ``SPUBLISH`` on the shard channel
-  named like the key, in the same pipeline as the ``XADD`` (one round trip, one node).
+* **Appending in a cluster** rings the key's doorbell (``bells.py``: one script, on the
+  key's node's own client, that carries the entry to the key's readers).
 * **WAIT.** ``append(..., wait=(n, seconds))`` makes an append fail (``BrokerError``)
   unless ``n`` replicas acknowledged it: only then does a failover keep it.
 
@@ -28,6 +28,7 @@ URL.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -37,8 +38,9 @@ import redis
 
 from ..errors import BrokerError
 from ..runtime import native_thread_ident, sockets_are_per_thread
+from .bells import append_args, ring
 from .connection import Topology, open_topology
-from .errors import mapped_errors
+from .errors import ERRORS, mapped_errors
 from .ids import ZERO, Position, parse_id, text
 from .reader import Reader
 
@@ -169,40 +171,51 @@ class RedisLog:
         that time, or it raises ``BrokerError`` (the entry may be read nonetheless)."""
         self.sweep_idle()
         with mapped_errors():
-            if expire is None and wait is None and not self.bells:
-                return text(self.client.xadd(key, fields, maxlen=maxlen, approximate=True))
-            results = self._append_pipeline(key, fields, maxlen, expire, wait)
-        if wait is not None and int(results[-1]) < wait[0]:
-            raise BrokerError(
-                f"redis: the event was written but only {int(results[-1])} of {wait[0]} "
-                f"replicas acknowledged it within {wait[1]:g}s (a failover may lose it)")
-        return text(results[0])
-
-    def _append_pipeline(self, key: str, fields: dict[str, Any], maxlen: int | None,
-                         expire: int | None, wait: tuple[int, float] | None) -> list[Any]:
-        topology = self.topology_for_thread()
-        try:
-            return self._append_once(topology, key, fields, maxlen, expire, wait)
-        except redis.exceptions.MovedError:
-            if not (wait and self.bells):
-                raise  # (the cluster client follows MOVED itself)
-            topology.refresh()  # the node refused before writing anything: ask again
-            return self._append_once(topology, key, fields, maxlen, expire, wait)
-
-    def _append_once(self, topology: Topology, key: str, fields: dict[str, Any],
-                     maxlen: int | None, expire: int | None,
-                     wait: tuple[int, float] | None) -> list[Any]:
-        # WAIT counts what *this connection* wrote: in a cluster, the key's node's own
-        client = topology.node_commands(topology.node_of(key)) if wait and self.bells else None
-        with (client or topology.commands).pipeline(transaction=False) as pipe:
-            pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
-            if expire is not None:
-                pipe.expire(key, expire)
             if self.bells:
-                pipe.spublish(key, "")  # the doorbell of the key's readers
-            if wait is not None:
-                pipe.wait(wait[0], max(1, int(wait[1] * 1000)))
-            return list(pipe.execute())
+                entry_id, acked = self._ring(key, fields, maxlen, expire, wait)
+            elif expire is None and wait is None:
+                return text(self.client.xadd(key, fields, maxlen=maxlen, approximate=True))
+            else:
+                # WAIT counts what *this connection* wrote: one pipeline
+                with self.client.pipeline(transaction=False) as pipe:
+                    pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
+                    if expire is not None:
+                        pipe.expire(key, expire)
+                    if wait is not None:
+                        pipe.wait(wait[0], max(1, int(wait[1] * 1000)))
+                    results = pipe.execute()
+                entry_id, acked = results[0], results[-1] if wait is not None else None
+        if wait is not None and int(acked) < wait[0]:
+            raise BrokerError(
+                f"redis: the event was written but only {int(acked)} of {wait[0]} "
+                f"replicas acknowledged it within {wait[1]:g}s (a failover may lose it)")
+        return text(entry_id)
+
+    def _ring(self, key: str, fields: dict[str, Any], maxlen: int | None,
+              expire: int | None, wait: tuple[int, float] | None) -> tuple[Any, Any]:
+        """A cluster's append (``bells.py``), on the key's node's own client: half the
+        cluster client's cost, and the connection ``WAIT`` must use. Returns the id and
+        the replicas that acknowledged it (None without ``wait``). A node that says the
+        slot moved refused the write: the slot map is reloaded and the append retried
+        once; a lost connection reloads the map for the next append, and raises."""
+        topology = self.topology_for_thread()
+        args = append_args(fields, maxlen, expire)
+        for attempt in (1, 2):
+            client = topology.node_commands(topology.node_of(key))
+            if client is None:  # its node is no primary now
+                topology.refresh()
+                continue
+            try:
+                return ring(client, key, args, wait)
+            except (redis.exceptions.MovedError, redis.exceptions.AskError):
+                if attempt == 2:
+                    raise
+                topology.refresh()
+            except (redis.ConnectionError, redis.TimeoutError):
+                with contextlib.suppress(*ERRORS):
+                    topology.refresh()
+                raise
+        raise redis.exceptions.ClusterDownError(f"no primary serves {key!r}")
 
     def end_entry(self, key: str) -> tuple[str, dict[Any, Any] | None]:
         """The id ("0-0" if empty or missing) and fields of the stream's last entry."""
