@@ -115,7 +115,7 @@ class BlockingReader(Reader):
                         self.blocked = False
                     if response:
                         more = self._more(conn)
-                        self._gather(_as_read(response, streams), more, concurrency,
+                        self.gather(_as_read(response, streams), more, concurrency,
                                      client=conn.client)
                 except ERRORS as exc:
                     with self.lock:

@@ -64,15 +64,25 @@ class DoorbellReader(Reader):
     # -- joining ---------------------------------------------------------------------
 
     def _subscribe(self, feed: Feed) -> None:
+        """Subscribe a new feed's doorbell and wait for the confirmation. A connection
+        found dead (it may have died while idle) is replaced once, with the slot map
+        reloaded. Raises BrokerError."""
+        failed: BaseException | None = None
         for _attempt in range(3):
             try:
+                if failed is not None:
+                    self.log.topology.refresh()
                 bells = self._bells_for(self.log.topology.node_of(feed.key))
                 bells.subscribe([feed.key], check=False)
                 break
             except Closed:
                 continue
             except ERRORS as exc:
-                raise broker_error(exc) from exc
+                if failed is not None:
+                    raise broker_error(exc) from exc
+                failed = exc
+        else:
+            raise BrokerError("redis unavailable: no doorbell connection")
         self._ensure_running()
         if not feed.confirmed.wait(self.log.timeout):
             raise BrokerError("redis unavailable: the doorbell subscription was not confirmed")

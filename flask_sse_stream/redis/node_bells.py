@@ -163,7 +163,7 @@ class NodeBells:
             self._check(check)
         first = self._collect()
         if first:
-            reader._gather(first, self._read_more, concurrency, client=self._client())
+            reader.gather(first, self._read_more, concurrency, client=self._client())
         self._tidy()
 
     def _client(self) -> Any:

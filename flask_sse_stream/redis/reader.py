@@ -280,7 +280,7 @@ class Reader:
 
     # -- delivering what was read --------------------------------------------------------
 
-    def _gather(self, first: Read, read_more: Callable[[Pending], Read | None],
+    def gather(self, first: Read, read_more: Callable[[Pending], Read | None],
                 concurrency: Concurrency, *, client: Any) -> None:
         """Dispatch a read, and while entries keep coming (a burst), read again after
         COALESCE, up to GATHER_ROUNDS times: each live follower then gets the burst as one
