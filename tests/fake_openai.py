@@ -62,6 +62,8 @@ talking to the chat blueprint):
 ``hold``
     the first piece, then nothing until :meth:`FakeOpenAI.release` (or the client goes
     away), then the rest: many streams open at once.
+``raw``
+    the bytes of ``raw_chunks`` as they are, one HTTP chunk each: any body, any split.
 ``reasoning_content``, ``reasoning``
     ``reasoning_pieces`` as ``delta.reasoning_content`` (DeepSeek, LiteLLM) or
     ``delta.reasoning`` (vLLM, Ollama), then the pieces as ``delta.content``.
@@ -135,6 +137,7 @@ MODES = (
     "retry_<code>",
     "reset",
     "hold",
+    "raw",
     *PARTS_MODES,
 )
 
@@ -164,6 +167,7 @@ class _Stats:
     open_streams: int = 0
     closed_by_client: int = 0
     completed: int = 0
+    accepted: int = 0
     connections: set[socket.socket] = field(default_factory=set)
 
 
@@ -201,8 +205,13 @@ class _Handler(PartsModes, BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # as model servers do: without it each small write after the first waits for the
+        # client's delayed ACK (40 ms)
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.fake._cond:
             self.server.fake._stats.connections.add(self.connection)
+            self.server.fake._stats.accepted += 1
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
@@ -450,6 +459,11 @@ class _Handler(PartsModes, BaseHTTPRequestHandler):
                 pass
             raise ClientGone
 
+        if mode == "raw":
+            for payload in fake.raw_chunks:
+                self._send_chunk(payload)
+            self._end()
+            return
         if mode in PARTS_MODES:
             self._send_event(self._chunk(stream_id, model, {"role": "assistant", "content": ""}))
             self._stream_parts(body, mode, stream_id)
@@ -562,11 +576,12 @@ class FakeOpenAI:
     ``retry_<code>`` mode fails; ``retry_after``: the ``Retry-After`` header of error
     answers (None: none); ``reasoning_pieces``, ``tool_calls`` (``[{"name",
     "arguments"}]``) and ``argument_chunk`` (characters per arguments fragment): what the
-    reasoning and tool modes send; ``port``: 0 picks a free one.
+    reasoning and tool modes send; ``raw_chunks``: the body of ``raw``; ``port``: 0 picks
+    a free one.
 
     Attributes: ``base_url`` (``http://127.0.0.1:PORT/v1``), ``port``, ``requests`` (the
     :class:`RecordedRequest` list, every request with its JSON ``body``),
-    ``open_streams``, ``closed_by_client``, ``completed``. Every constructor argument may
+    ``open_streams``, ``closed_by_client``, ``completed``, ``connections_accepted``. Every constructor argument may
     be changed as an attribute between requests.
     """
 
@@ -583,6 +598,7 @@ class FakeOpenAI:
         reasoning_pieces: list[str] | None = None,
         tool_calls: list[dict[str, Any]] | None = None,
         argument_chunk: int = 3,
+        raw_chunks: list[bytes] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         verbose: bool = False,
@@ -598,6 +614,7 @@ class FakeOpenAI:
                                      else reasoning_pieces)
         self.tool_calls = list(DEFAULT_TOOL_CALLS if tool_calls is None else tool_calls)
         self.argument_chunk = argument_chunk
+        self.raw_chunks = list(raw_chunks or [])
         self.verbose = verbose
         self._failed = 0
         self._call_seq = 0
@@ -641,6 +658,12 @@ class FakeOpenAI:
         """Streams that were sent to the end (including deliberate errors and drops)."""
         with self._cond:
             return self._stats.completed
+
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted so far (keep-alive reuses one for many requests)."""
+        with self._cond:
+            return self._stats.accepted
 
     def wait_closed(self, timeout: float = 5.0, count: int = 1) -> bool:
         """Wait until ``count`` streams in all were closed by the client; False on timeout."""

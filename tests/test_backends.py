@@ -324,7 +324,8 @@ def test_openai_per_request_mode_via_message(fake: FakeOpenAI, backend: OpenAIBa
 
 
 def test_openai_unreachable_server() -> None:
-    b = OpenAIBackend(base_url=f"http://127.0.0.1:{closed_port()}/v1", connect_timeout=2)
+    b = OpenAIBackend(base_url=f"http://127.0.0.1:{closed_port()}/v1", connect_timeout=2,
+                      max_retries=0)  # retries: tests/test_backend_upstream.py
     started = time.monotonic()
     seen, error = consume(b, user("x"))
     assert seen == []

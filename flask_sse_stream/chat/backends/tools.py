@@ -338,7 +338,8 @@ def check_arguments(value: Any, schema: Any, path: str = "") -> str | None:
             check_arguments(value, option, path) is not None for option in options
         ):
             return f"{where} fits none of the allowed forms"
-    for option in schema.get("allOf") or ():
+    options = schema.get("allOf")
+    for option in options if isinstance(options, list) else ():
         problem = check_arguments(value, option, path)
         if problem:
             return problem
@@ -366,7 +367,8 @@ def check_arguments(value: Any, schema: Any, path: str = "") -> str | None:
 
 
 def _check_object(value: dict[str, Any], schema: Mapping[str, Any], path: str) -> str | None:
-    for name in schema.get("required") or ():
+    required = schema.get("required")
+    for name in required if isinstance(required, list) else ():
         if isinstance(name, str) and name not in value:
             return f"{_at(path, name)} is required"
     properties = schema.get("properties")

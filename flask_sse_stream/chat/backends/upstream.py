@@ -157,8 +157,22 @@ class Upstream:
         try:
             feed = EventParser().feed
             loads = json.loads
+            clean = False  # the parser holds nothing: its last input ended with a blank line
             try:
                 for raw in response.iter_bytes():
+                    if clean and raw[:6] == b"data: " and raw[-2:] == b"\n\n" and (
+                        raw.count(b"\n") == 2 and b"\r" not in raw
+                    ):
+                        # The shape of nearly every chunk: one whole ``data:`` line and its
+                        # blank line. The parser would return exactly this data (its state
+                        # is clean); skipping it halves the cost of a chunk.
+                        data = raw[6:-2].decode("utf-8", "replace")
+                        if data == "[DONE]":
+                            done = True
+                            return
+                        yield loads(data)
+                        continue
+                    clean = raw[-2:] == b"\n\n"
                     for event in feed(raw):
                         data = event.data
                         if data == "[DONE]":
