@@ -581,8 +581,8 @@ class FakeOpenAI:
 
     Attributes: ``base_url`` (``http://127.0.0.1:PORT/v1``), ``port``, ``requests`` (the
     :class:`RecordedRequest` list, every request with its JSON ``body``),
-    ``open_streams``, ``closed_by_client``, ``completed``, ``connections_accepted``. Every constructor argument may
-    be changed as an attribute between requests.
+    ``open_streams``, ``closed_by_client``, ``completed``, ``connections_accepted``.
+    Every constructor argument may be changed as an attribute between requests.
     """
 
     def __init__(

@@ -278,7 +278,7 @@ def test_server_and_client_calls_in_one_step(fake: FakeOpenAI) -> None:
 
 
 def test_a_client_request_carrying_tool_results_is_forwarded(fake: FakeOpenAI) -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": "time?"},
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "call_9", "type": "function",

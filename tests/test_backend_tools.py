@@ -67,7 +67,8 @@ def test_schema_from_a_typed_function() -> None:
     assert parameters["required"] == ["query"]
     assert parameters["additionalProperties"] is False
     props = parameters["properties"]
-    assert props["query"] == {"type": "string", "description": "the words to look for, in any order"}
+    assert props["query"] == {"type": "string",
+                              "description": "the words to look for, in any order"}
     assert props["limit"] == {"type": "integer", "description": "how many results at most",
                               "default": 5}
     assert props["ratio"] == {"type": "number", "default": 0.5}
@@ -290,8 +291,8 @@ def test_call_with_timeout_under_threads() -> None:
     assert call_with_timeout(lambda: 42, None) == 42
     assert call_with_timeout(lambda: 42, 5.0) == 42
     with pytest.raises(KeyError, match="inner"):
-        call_with_timeout(lambda: {}["inner"], 5.0)
+        call_with_timeout(lambda: dict[str, int]()["inner"], 5.0)
     gate = threading.Event()
-    with pytest.raises(TimeoutError, match="no result after 0.1 s"):
+    with pytest.raises(TimeoutError, match=r"no result after 0\.1 s"):
         call_with_timeout(lambda: gate.wait(HANG_GUARD), 0.1)
     gate.set()

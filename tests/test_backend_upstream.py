@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from typing import Any
@@ -20,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_sse_stream.chat import BackendError, Finish, OpenAIBackend
-from flask_sse_stream.chat.backends import upstream
 from flask_sse_stream.chat.backends.upstream import Upstream
 from flask_sse_stream.parse import parse_events
 from tests.fake_openai import DEFAULT_PIECES, FakeOpenAI
@@ -49,7 +49,7 @@ def fake() -> Iterator[FakeOpenAI]:
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The retry waits, recorded instead of slept."""
     waits: list[float] = []
-    monkeypatch.setattr(upstream.time, "sleep", waits.append)
+    monkeypatch.setattr(time, "sleep", waits.append)
     return waits
 
 
@@ -79,7 +79,7 @@ def test_429_is_retried_after_its_retry_after(fake: FakeOpenAI, sleeps: list[flo
 
 def test_retry_after_as_an_http_date(fake: FakeOpenAI, sleeps: list[float]) -> None:
     fake.mode = "retry_429"
-    fake.retry_after = formatdate(upstream.time.time() + 10, usegmt=True)
+    fake.retry_after = formatdate(time.time() + 10, usegmt=True)
     assert reply(make(fake)) == REPLY
     assert len(sleeps) == 1 and 8.0 <= sleeps[0] <= 10.0
 
@@ -130,7 +130,7 @@ def test_connection_refused_is_retried(sleeps: list[float],
         if not servers:
             servers.append(FakeOpenAI(port=port))
 
-    monkeypatch.setattr(upstream.time, "sleep", server_comes_up)
+    monkeypatch.setattr(time, "sleep", server_comes_up)
     try:
         backend = OpenAIBackend(base_url=f"http://127.0.0.1:{port}/v1")
         assert reply(backend) == REPLY
@@ -207,15 +207,16 @@ def test_an_httpx_client_of_ones_own_is_used_and_left_open(fake: FakeOpenAI) -> 
 
 def test_an_openai_sdk_client_is_refused_clearly(fake: FakeOpenAI) -> None:
     openai = pytest.importorskip("openai")
-    with pytest.raises(TypeError, match="takes an httpx.Client now"):
+    with pytest.raises(TypeError, match=r"takes an httpx\.Client now"):
         make(fake, client=openai.OpenAI(base_url=fake.base_url, api_key="sk-x"))
-    with pytest.raises(TypeError, match="must be an httpx.Client"):
+    with pytest.raises(TypeError, match=r"must be an httpx\.Client"):
         make(fake, client=object())
 
 
 def test_bad_constructor_arguments() -> None:
-    for kwargs in ({"max_steps": 0}, {"tool_timeout": 0}, {"max_retries": -1},
-                   {"max_connections": 0}):
+    bad: list[dict[str, Any]] = [{"max_steps": 0}, {"tool_timeout": 0}, {"max_retries": -1},
+                                 {"max_connections": 0}]
+    for kwargs in bad:
         with pytest.raises(ValueError):
             OpenAIBackend(base_url="http://127.0.0.1:1/v1", **kwargs)
 

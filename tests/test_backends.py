@@ -27,7 +27,6 @@ from flask_sse_stream.chat.backends import (  # noqa: E402
     BackendError,
     ChatBackend,
     DemoBackend,
-    Finish,
     OpenAIBackend,
     Usage,
 )
@@ -317,6 +316,7 @@ def test_openai_error_messages_hide_the_api_key(fake: FakeOpenAI) -> None:
 
 
 def test_openai_per_request_mode_via_message(fake: FakeOpenAI, backend: OpenAIBackend) -> None:
+    fake.retry_after = "0"  # the 500 is retried at once
     _, error = consume(backend, user("mode:status_500 please fail"))
     assert error.status_code == 500
     texts, _ = split(list(backend.stream(user("fine"))))

@@ -35,7 +35,7 @@ import re
 import select
 import sys
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 
 from ...concurrency import call_with_timeout
@@ -153,13 +153,14 @@ class Upstream:
         reply by its ``finish_reason``). Raises :class:`BackendError` for every failure.
         """
         response = self._open(body)
+        pieces = response.iter_bytes()
         done = False
         try:
             feed = EventParser().feed
             loads = json.loads
             clean = False  # the parser holds nothing: its last input ended with a blank line
             try:
-                for raw in response.iter_bytes():
+                for raw in pieces:
                     if clean and raw[:6] == b"data: " and raw[-2:] == b"\n\n" and (
                         raw.count(b"\n") == 2 and b"\r" not in raw
                     ):
@@ -182,15 +183,15 @@ class Upstream:
             except Exception as exc:
                 raise self.error(exc, started=True) from exc
         finally:
-            self._release(response, done)
+            self._release(response, pieces, done)
 
-    def _release(self, response: httpx.Response, done: bool) -> None:
+    def _release(self, response: httpx.Response, pieces: Iterator[bytes], done: bool) -> None:
         """Close ``response``. After ``[DONE]`` the body's end normally follows at once:
         under gevent it is read (bounded) so the connection goes back to the pool for the
         next reply instead of costing a new TCP (and TLS) handshake."""
         if done and current_concurrency().cooperative:
             with contextlib.suppress(Exception):
-                call_with_timeout(lambda: _read_to_end(response), DRAIN_TIMEOUT)
+                call_with_timeout(lambda: _read_to_end(pieces), DRAIN_TIMEOUT)
         with contextlib.suppress(Exception):
             response.close()
 
@@ -307,8 +308,8 @@ class Upstream:
         return BackendError("the model server request failed")
 
 
-def _read_to_end(response: httpx.Response) -> None:
-    for _ in response.iter_raw():
+def _read_to_end(pieces: Iterator[bytes]) -> None:
+    for _ in pieces:
         pass
 
 
