@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...event import compact_json
-from ..parts import Finish, Reasoning, ToolCall, ToolResult, Usage
+from ..parts import Finish, Reasoning, ToolResult, Usage
 from .base import BackendError, Message, Piece
+from .calls import Call, Fragments, RawCall, Toolbox, assistant_message, tool_message
 from .tools import Tool, as_tool, run_tool
 
 if TYPE_CHECKING:
@@ -149,7 +148,7 @@ class OpenAIBackend:
         or stops the running tool. Upstream failures are raised as :class:`BackendError`;
         ``GeneratorExit`` and ``GreenletExit`` pass through untouched.
         """
-        box = _Toolbox(self.tools, self._schemas, tools)
+        box = Toolbox(self.tools, self._schemas, tools)
         conversation = list(messages)
         usage: Usage | None = None
         for step in range(1, self.max_steps + 1):
@@ -173,12 +172,12 @@ class OpenAIBackend:
             if waiting or unanswered:
                 yield Finish("tool_calls" if waiting else "length")
                 break
-            conversation.append(_assistant_message(reply))
-            conversation.extend(_tool_message(result) for result in results)
+            conversation.append(assistant_message("".join(reply.text), reply.calls))
+            conversation.extend(tool_message(result) for result in results)
         if usage is not None:
             yield usage
 
-    def _answer(self, call: _Call, unanswered: bool) -> ToolResult:
+    def _answer(self, call: Call, unanswered: bool) -> ToolResult:
         if call.error is not None:
             return ToolResult(call.part.id, error=call.error)
         if unanswered:
@@ -258,148 +257,16 @@ class OpenAIBackend:
         return BackendError(f"the model server reported an error: {detail or 'no detail'}")
 
 
-# --------------------------------------------------------------------------- one step
-
-
-@dataclass
-class _RawCall:
-    id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-class _Fragments:
-    """``delta.tool_calls`` fragments joined per ``index`` (calls may interleave).
-
-    The first fragment of a call carries its ``id`` and ``name`` (kept from the first
-    that has them: some servers repeat them), every one a piece of ``arguments``. A
-    server that sends no ``index`` (older Ollama) sends whole calls: a new ``id`` starts
-    a new call, a fragment with neither continues the last one.
-    """
-
-    __slots__ = ("_calls", "_last")
-
-    def __init__(self) -> None:
-        self._calls: dict[Any, _RawCall] = {}
-        self._last: Any = 0
-
-    def add(self, fragments: list[dict[str, Any]]) -> None:
-        for fragment in fragments:
-            key = fragment.get("index")
-            if not isinstance(key, int) or isinstance(key, bool):
-                key = ("id", fragment["id"]) if fragment.get("id") else self._last
-            self._last = key
-            call = self._calls.get(key)
-            if call is None:
-                call = self._calls[key] = _RawCall()
-            if fragment.get("id") and not call.id:
-                call.id = str(fragment["id"])
-            function = fragment.get("function") or {}
-            if function.get("name") and not call.name:
-                call.name = str(function["name"])
-            piece = function.get("arguments")
-            if piece:
-                call.arguments.append(piece if isinstance(piece, str) else compact_json(piece))
-
-    def joined(self) -> list[_RawCall]:
-        calls = list(self._calls.values())
-        for call in calls:
-            if not call.name:
-                raise BackendError("the model server sent a tool call without a name")
-            call.id = call.id or f"call_{uuid.uuid4().hex[:24]}"
-        return calls
-
-
 @dataclass
 class _Reply:
+    """What one model request said besides what was streamed: text (kept for the
+    assistant message), tool calls, finish reason, usage."""
+
     text: list[str] = field(default_factory=list)
-    fragments: _Fragments = field(default_factory=_Fragments)
-    calls: list[_RawCall] = field(default_factory=list)
+    fragments: Fragments = field(default_factory=Fragments)
+    calls: list[RawCall] = field(default_factory=list)
     finish: str = ""
     usage: Usage | None = None
-
-
-@dataclass
-class _Call:
-    """A model's call, checked: the part to yield, the tool to run, or why it cannot."""
-
-    part: ToolCall
-    raw: _RawCall
-    tool: Tool | None = None
-    error: str | None = None
-    pending: bool = False  # a client-side tool: the client answers it
-
-
-class _Toolbox:
-    """The tools of one reply: the backend's, then the request's (the client's)."""
-
-    def __init__(self, own: tuple[Tool, ...], schemas: list[dict[str, Any]],
-                 requested: list[dict[str, Any]] | None) -> None:
-        self.by_name = {tool.name: tool for tool in own}
-        self.schemas = list(schemas)
-        self.client_names: set[str] = set()
-        for spec in requested or ():
-            function = spec.get("function") if isinstance(spec, dict) else None
-            name = function.get("name") if isinstance(function, dict) else None
-            if isinstance(name, str) and name in self.by_name:
-                continue  # the backend's own tool of that name wins
-            self.schemas.append(spec)
-            if isinstance(name, str):
-                self.client_names.add(name)
-
-    def prepare(self, raw: _RawCall) -> _Call:
-        arguments, error = _parse_arguments("".join(raw.arguments))
-        call = _Call(ToolCall(raw.id, raw.name, arguments), raw)
-        tool = self.by_name.get(raw.name)
-        if tool is not None:
-            call.error = error or _invalid(tool.check(arguments))
-            call.tool = tool
-            call.pending = call.error is None and tool.function is None
-        elif raw.name in self.client_names:
-            call.error = error
-            call.pending = error is None
-        else:
-            call.error = error or f"there is no tool named {raw.name!r}"
-        return call
-
-
-def _invalid(problem: str | None) -> str | None:
-    return None if problem is None else f"invalid arguments: {problem}"
-
-
-def _parse_arguments(text: str) -> tuple[dict[str, Any], str | None]:
-    """The model's JSON arguments as a dict, or ``{}`` and why they are not one."""
-    if not text.strip():
-        return {}, None  # no arguments (some servers send "" for a call without any)
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        return {}, f"the arguments are not valid JSON ({exc})"
-    if not isinstance(value, dict):
-        return {}, "the arguments must be a JSON object"
-    return value, None
-
-
-def _assistant_message(reply: _Reply) -> Message:
-    return {
-        "role": "assistant",
-        "content": "".join(reply.text) or None,
-        "tool_calls": [
-            {"id": call.id, "type": "function",
-             "function": {"name": call.name, "arguments": "".join(call.arguments) or "{}"}}
-            for call in reply.calls
-        ],
-    }
-
-
-def _tool_message(result: ToolResult) -> Message:
-    if result.error is not None:
-        content = compact_json({"error": result.error})
-    elif isinstance(result.result, str):
-        content = result.result
-    else:
-        content = compact_json(result.result)
-    return {"role": "tool", "tool_call_id": result.id, "content": content}
 
 
 def _usage(raw: Any) -> Usage | None:
