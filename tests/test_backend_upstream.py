@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from flask_sse_stream.chat import BackendError, Finish, OpenAIBackend
 from flask_sse_stream.chat.backends.upstream import Upstream
-from flask_sse_stream.parse import parse_events
+from flask_sse_stream.wire.parse import parse_events
 from tests.fake_openai import DEFAULT_PIECES, FakeOpenAI
 
 HANG_GUARD = 20.0

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...event import compact_json
+from ...wire.event import compact_json
 from ..parts import ToolCall, ToolResult
 from .base import BackendError, Message
 from .tools import Tool

@@ -6,7 +6,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ...event import compact_json
+from ...wire.event import compact_json
 from ..parts import Finish, Reasoning, ToolResult, Usage
 from .base import BackendError, Message, Piece
 from .calls import Call, Fragments, RawCall, Toolbox, assistant_message, tool_message

@@ -43,8 +43,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...concurrency import call_with_timeout
-from ...event import compact_json
+from ... import runtime
+from ...wire.event import compact_json
 from ..parts import ToolResult
 
 __all__ = ["Tool", "as_tool", "check_arguments", "function_schema", "run_tool"]
@@ -152,7 +152,8 @@ def run_tool(tool: Tool, call_id: str, arguments: dict[str, Any],
             return False, exc
 
     try:
-        ok, value = call_with_timeout(call, timeout)
+        ok, value = call() if timeout is None else runtime.current().call_with_timeout(
+            timeout, call)
     except TimeoutError:
         log.warning("chat tool %r: no result within %s s", tool.name, timeout)
         return ToolResult(call_id, error=f"the tool did not finish within {timeout:g} s")
@@ -275,7 +276,7 @@ def _parameter_docs(doc: str) -> dict[str, str]:
 
 def _is_json(value: Any) -> bool:
     try:
-        json.dumps(value)
+        compact_json(value)  # as every request is encoded: no NaN, no infinities
     except (TypeError, ValueError):
         return False
     return True

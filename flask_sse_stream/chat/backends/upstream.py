@@ -8,7 +8,7 @@ connections would make the 101st reply wait for a free one.
 
 :meth:`Upstream.chunks` posts one request and yields the streamed ``chat.completion.chunk``
 objects as plain dicts: the bytes httpx reads go through
-:class:`~flask_sse_stream.parse.EventParser` and each message's data through one
+:class:`~flask_sse_stream.wire.parse.EventParser` and each message's data through one
 ``json.loads``. That is the whole per-chunk path (the SDK builds pydantic models on top,
 at twenty times the CPU); see ``bench/upstream_read.py``.
 
@@ -38,9 +38,8 @@ import time
 from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 
-from ...concurrency import call_with_timeout
-from ...concurrency import current as current_concurrency
-from ...parse import EventParser
+from ... import runtime
+from ...wire.parse import EventParser
 from .base import BackendError
 
 __all__ = ["DEFAULT_BASE_URL", "Upstream"]
@@ -189,9 +188,10 @@ class Upstream:
         """Close ``response``. After ``[DONE]`` the body's end normally follows at once:
         under gevent it is read (bounded) so the connection goes back to the pool for the
         next reply instead of costing a new TCP (and TLS) handshake."""
-        if done and current_concurrency().cooperative:
+        run = runtime.current()
+        if done and run.cooperative:
             with contextlib.suppress(Exception):
-                call_with_timeout(lambda: _read_to_end(pieces), DRAIN_TIMEOUT)
+                run.call_with_timeout(DRAIN_TIMEOUT, lambda: _read_to_end(pieces))
         with contextlib.suppress(Exception):
             response.close()
 
