@@ -20,6 +20,12 @@ disturbed) repeat counts. The readers:
 
 The upstream writes a whole body at once, so reads return many chunks each: this
 measures parsing, not per-read wake-ups (the relay scenario in ``bench/run.py`` does).
+
+One run (2 shared cores under load ~3, 2,000 chunks x 20 replies, best of 5), µs of CPU
+per chunk: openai SDK 82.2; ``OpenAIBackend.stream`` 10.3 (0.125x); ``Upstream.chunks``
+9.6; httpx ``iter_bytes`` 6.5, ``iter_raw`` 6.2; raw socket + json 3.1, + orjson 1.2.
+The reader costs httpx plus one ``json.loads`` (~2.5 µs here); orjson would save ~2 µs
+a chunk, about 1-2 % of a relayed token's whole CPU, so it is not a dependency.
 """
 
 from __future__ import annotations
