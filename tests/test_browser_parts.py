@@ -76,7 +76,8 @@ def test_the_page_shows_reasoning_tool_calls_sources_and_text(
             "name": "word_count", "state": "done", "args": {"text": prompt},
             "result": {"words": 4, "characters": len(prompt)},
         }]
-        [(href, title)] = parts["links"]  # type: ignore[misc]
+        links: list[list[str]] = parts["links"]  # type: ignore[assignment]
+        [(href, title)] = links
         assert href.startswith("https://html.spec.whatwg.org/") and "Server-sent events" in title
         assert parts["data"] == ["word-count"]
         assert chat.dataset()["duplicates"] == "0" and chat.dataset()["gaps"] == "0"
