@@ -1,7 +1,7 @@
 """Fast tier: the OpenAI blueprint's routes (``/v1/chat/completions``, ``/v1/responses``)
-in process, driven by the real ``openai`` Python SDK over ``httpx.WSGITransport`` (no
-server; the real-server checks are in ``test_openai_routes_sdk.py``), and the sink that
-feeds a request's stateful framer in log order."""
+in process, driven by the real ``openai`` Python SDK over ``httpx2.WSGITransport`` (the
+SDK's HTTP client; no server: the real-server checks are in ``test_openai_routes_sdk.py``),
+and the sink that feeds a request's stateful framer in log order."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 from flask import Flask, Request
@@ -68,7 +68,7 @@ def app(scripted: ScriptedBackend) -> Flask:
 
 def sdk(app: Flask, api_key: str = "x") -> OpenAI:
     return OpenAI(base_url="http://testserver/v1", api_key=api_key, max_retries=0,
-                  http_client=httpx.Client(transport=httpx.WSGITransport(app=app)))
+                  http_client=httpx2.Client(transport=httpx2.WSGITransport(app=app)))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_chat_client_tool_call_round_trip_reaches_the_backend_as_messages(
     assert (call.id, call.function.name, json.loads(call.function.arguments)) == (  # type: ignore[union-attr]
         "call_where", "get_location", {"precision": "city"})
     assert scripted.calls[-1]["tools"] == TOOLS and scripted.calls[-1]["tool_choice"] == "auto"
-    assistant = choice.message.model_dump(exclude_none=True)
+    assistant: Any = choice.message.model_dump(exclude_none=True)
     second = client.chat.completions.create(model="m", tools=TOOLS, messages=[
         *user("client-tool"), assistant,
         {"role": "tool", "tool_call_id": "call_where", "content": "Lyon"}])
