@@ -89,13 +89,18 @@ def test_a_dropped_stream_stops_its_generation(server: Server, path: str,
     assert reply["text"] != script_text("parts")
 
 
-def test_a_client_that_leaves_a_reply_not_streamed_stops_it(server: Server) -> None:
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/responses", {"model": "m", "input": "parts"}),
+    ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "parts"}]}),
+])
+def test_a_client_that_leaves_a_reply_not_streamed_stops_it(server: Server, path: str,
+                                                            body: dict[str, Any]) -> None:
     before = len(finished(server))
-    body = json.dumps({"model": "m", "input": "parts"}).encode()
+    raw = json.dumps(body).encode()
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                     b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(raw), raw))
     replies = wait_finished(server, before + 1)
     assert len(replies) == before + 1
     assert replies[-1]["finish_reason"] == "cancelled"
