@@ -18,7 +18,7 @@ from flask_sse_stream.chat import (
 )
 from flask_sse_stream.chat.entries import parse_entries, parse_entry
 from flask_sse_stream.chat.protocols.ai_sdk import UIMessageFramer, ui_messages
-from flask_sse_stream.chat.protocols.openai import CompletionChunkFramer, openai_messages
+from flask_sse_stream.chat.protocols.openai_chat import ChatChunkFramer
 from flask_sse_stream.chat.service import GenerationCaps
 from flask_sse_stream.chat.validation import ChatInputError, ChatLimits
 from flask_sse_stream.wire.event import Event
@@ -81,10 +81,10 @@ def test_ui_message_framing_of_every_ending() -> None:
 
 
 def test_openai_chunks_carry_no_id_field_and_end_with_done() -> None:
-    framer = CompletionChunkFramer("chatcmpl-x", "m", include_usage=True)
-    raw = framer.opening("s") + framer.frame_many(
+    framer = ChatChunkFramer("chatcmpl-x", "m", include_usage=True)
+    raw = framer.opening() + b"".join(framer.frame(entry) for entry in parse_entries(
         encode_entry("s", 1, {"content": "hi"}, None)
-        + encode_entry("s", 2, {"finish_reason": "length"}, "close"))
+        + encode_entry("s", 2, {"finish_reason": "length"}, "close")))
     events = parse(raw).events
     assert all(e.last_event_id == "" for e in events)
     assert events[-1].data == "[DONE]"
@@ -123,18 +123,6 @@ def test_bad_ui_messages_are_refused(value: Any) -> None:
     with pytest.raises(ChatInputError) as info:
         ui_messages(value, LIMITS)
     assert info.value.status in (400, 413)
-
-
-def test_openai_messages_map_developer_and_parts() -> None:
-    assert openai_messages([
-        {"role": "developer", "content": "rules"},
-        {"role": "user", "content": [{"type": "text", "text": "hi "},
-                                     {"type": "image_url", "image_url": {"url": "x"}},
-                                     {"type": "text", "text": "there"}]},
-        {"role": "assistant", "content": None, "tool_calls": []},
-        {"role": "tool", "content": "42", "tool_call_id": "t"},
-    ], LIMITS) == [{"role": "system", "content": "rules"},
-                   {"role": "user", "content": "hi there"}]
 
 
 def test_caps_count_per_caller_and_in_total() -> None:
