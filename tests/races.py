@@ -28,8 +28,8 @@ T = TypeVar("T")
 
 # Race tests repeat a try TRIES times and stop early once STOP_AFTER tries have failed
 # (each failed try costs a full deadline). Raise them to measure how often a race is lost:
-# FSS_RACE_TRIES=30 FSS_RACE_STOP_AFTER=30 pytest tests/test_chat_races.py
-TRIES = int(os.environ.get("FSS_RACE_TRIES", "30"))
+# FSS_RACE_TRIES=30 FSS_RACE_STOP_AFTER=30 pytest tests/test_chat_races.py -o timeout=600
+TRIES = int(os.environ.get("FSS_RACE_TRIES", "20"))
 STOP_AFTER = int(os.environ.get("FSS_RACE_STOP_AFTER", "3"))
 
 JSON = {"Content-Type": "application/json"}
