@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from flask_sse_stream.chat import ToolResult
 from tests.apps.scripted import SCRIPTS, script_text
 from tests.servers import Server
 from tests.sse_parser import parse
@@ -23,7 +24,7 @@ from tests.sse_parser import parse
 APP = "tests.apps.protocols_app:create_app()"
 NODE_DIR = Path(__file__).parent / "node"
 LOCATION = {"city": "Paris", "lat": 48.86, "lon": 2.35}  # what the pages' getLocation says
-WEATHER = next(p for p in SCRIPTS["parts"] if type(p).__name__ == "ToolResult").result
+WEATHER = next(p.result for p in SCRIPTS["parts"] if isinstance(p, ToolResult))
 
 
 def scripted_env(delay: float, **extra: str) -> dict[str, str]:

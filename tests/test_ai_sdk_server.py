@@ -74,7 +74,7 @@ def test_a_client_side_tool_output_posted_back_continues_the_reply(
     trip = node["roundTrip"]
     assert (trip["finishes"], trip["errors"], trip["status"]) == \
         (["tool-calls", "stop"], [], "ready")
-    user, assistant = trip["messages"]  # one assistant message: continued, not a second
+    _user, assistant = trip["messages"]  # one assistant message: continued, not a second
     assert [(p["type"], p.get("state")) for p in assistant["parts"]] == [
         ("step-start", None), ("text", "done"), ("tool-get_location", "output-available"),
         ("step-start", None), ("text", "done")]
@@ -93,7 +93,7 @@ def test_a_reconnect_mid_reply_replays_every_part_once(node: dict[str, Any]) -> 
     assert [p["type"] for p in resume["cut"]["parts"]] == PARTS_TYPES[:4]
     assert resume["errors"] == [] and resume["status"] == "ready"
     assert resume["requests"][0].startswith("GET /api/chat/resume-")
-    user, assistant = resume["messages"]  # replayed into the message it had: no duplicate
+    _user, assistant = resume["messages"]  # replayed into the message it had: no duplicate
     check_parts_message(assistant["parts"])
     assert resume["afterFinish"] is None  # 204 once it finished
 
