@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from flask import Flask, Request
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flask_sse_stream import SSE
 from flask_sse_stream.chat import create_ai_sdk_blueprint
@@ -254,3 +256,41 @@ def test_a_refusal_names_the_ui_message_not_the_backend_message() -> None:
                             "parts": [{"type": "text", "text": "x" * 9000}]}]
     too_long = client.post("/api/chat", json={"id": "e1", "messages": long})
     assert too_long.status_code == 413 and "(at messages[2])" in too_long.get_json()["error"]
+
+
+# -- hostile input ----------------------------------------------------------------------------
+
+FUZZ_APP = make_app(ScriptedBackend())  # one app for every example: hypothesis calls often
+FUZZ_CLIENT = FUZZ_APP.test_client()
+
+tool_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text() | st.sampled_from(["description", "parameters", "type",
+                                                   "function", "name"]),
+                      children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(tools=tool_values)
+def test_any_tools_value_is_a_4xx_or_a_whole_reply(tools: Any) -> None:
+    response = FUZZ_CLIENT.post("/api/chat", json=body("fuzz", "options", tools=tools))
+    if response.status_code != 200:
+        assert 400 <= response.status_code < 500
+        assert isinstance(response.get_json()["error"], str)
+        return
+    assert response.get_data().endswith(b"data: [DONE]\n\n")
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x10FFFF,
+                                            blacklist_characters=";,\\\""), max_size=64))
+def test_any_cookie_value_is_either_ours_or_replaced(value: str) -> None:
+    client = FUZZ_APP.test_client()
+    client.set_cookie(COOKIE, value, path="/api/chat")
+    response = client.get("/api/chat/fuzz/stream")
+    assert response.status_code == 204
+    ours = len(value) == 32 and all(c in "0123456789abcdef" for c in value)
+    assert ("Set-Cookie" in response.headers) is not ours
