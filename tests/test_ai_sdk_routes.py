@@ -285,7 +285,7 @@ def test_any_tools_value_is_a_4xx_or_a_whole_reply(tools: Any) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(value=st.text(alphabet=st.characters(min_codepoint=0x21, blacklist_categories=("Cs",),
+@given(value=st.text(alphabet=st.characters(min_codepoint=0x21, blacklist_categories=["Cs"],
                                             blacklist_characters=";,\\\""), max_size=64))
 def test_any_cookie_value_is_either_ours_or_replaced(value: str) -> None:
     # as a client sends it: UTF-8 bytes, which WSGI hands over as latin-1 text
