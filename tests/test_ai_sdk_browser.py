@@ -133,7 +133,7 @@ def test_use_chat_resumes_its_bound_reply_after_a_reload(
     send(page, "hello")  # the first request: from here on the browser has its cookie
     page.locator(ASSISTANT).get_by_text("the script.").wait_for()
     page.wait_for_function(READY)
-    send(page, "parts please")
+    send(page, "held-parts please")  # waits after its tool call until released
     page.locator(f"{ASSISTANT} [data-tool=get_weather]").wait_for()  # mid-reply
     other = chromium.new_context()  # another browser: the reply is not its to read
     try:
@@ -142,6 +142,8 @@ def test_use_chat_resumes_its_bound_reply_after_a_reload(
         other.close()
     page.reload()
     assistant = page.locator(ASSISTANT)  # the page kept no messages: only the resumed one
+    assistant.locator("[data-tool=get_weather]").wait_for()  # replayed from its start
+    assert page.request.post(f"{server.url}/release").json() == {"released": True}
     assistant.get_by_text("It is sunny in Paris, 21 °C.").wait_for()
     page.wait_for_function(READY)
     assert assistant.count() == 1
