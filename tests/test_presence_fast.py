@@ -31,6 +31,12 @@ def make_app(**config: Any) -> tuple[Flask, SSE]:
     return app, sse
 
 
+def error_of(answer: Any) -> str:
+    message = answer.get_json()["error"]
+    assert isinstance(message, str)
+    return message
+
+
 def presence_events(reader: StreamReader) -> list[dict[str, Any]]:
     from tests.sse_parser import parse
 
@@ -81,16 +87,16 @@ def test_presence_route_answers_the_count_and_refuses_bad_requests() -> None:
     client = app.test_client()
     with open_stream(app, stream_url("room")):
         answer = client.get("/stream/presence?channel=room")
-        assert answer.status_code == 200 and answer.json == {"channel": "room", "count": 1}
+        assert answer.status_code == 200 and answer.get_json() == {"channel": "room", "count": 1}
         assert answer.headers["Cache-Control"] == "no-store"
-    assert client.get("/stream/presence?channel=room").json == {"channel": "room", "count": 0}
-    assert client.get("/stream/presence").json == {"channel": "sse", "count": 0}
+    assert client.get("/stream/presence?channel=room").get_json() == {"channel": "room", "count": 0}
+    assert client.get("/stream/presence").get_json() == {"channel": "sse", "count": 0}
     for query, status in [("channel=a%20b", 400), ("channel=" + "x" * 129, 400),
                           ("channel=a&channel=b", 400), ("channel=caf%C3%A9", 400),
                           ("channel=secret", 403)]:
         answer = client.get(f"/stream/presence?{query}")
         assert answer.status_code == status, query
-        assert isinstance(answer.json["error"], str)
+        assert isinstance(error_of(answer), str)
 
 
 def test_presence_route_needs_a_token_for_the_channel_when_tokens_are_on() -> None:
@@ -102,9 +108,9 @@ def test_presence_route_needs_a_token_for_the_channel_when_tokens_are_on() -> No
     assert client.get("/stream/presence?channel=room&token=forged").status_code == 401
     assert client.get(f"/stream/presence?channel=other&token={token}").status_code == 403
     answer = client.get(f"/stream/presence?channel=room&token={token}")
-    assert answer.json == {"channel": "room", "count": 0}
+    assert answer.get_json() == {"channel": "room", "count": 0}
     with open_stream(app, f"{stream_url('room')}&token={token}"):
-        assert client.get(f"/stream/presence?channel=room&token={token}").json["count"] == 1
+        assert client.get(f"/stream/presence?channel=room&token={token}").get_json()["count"] == 1
 
 
 # -- presence events -----------------------------------------------------------------------
@@ -253,7 +259,7 @@ def test_a_bad_last_gets_400_json(value: str) -> None:
     app, _sse = make_app(SSE_HISTORY_SIZE=1000)
     answer = app.test_client().get(stream_url("rate", last=value))
     assert answer.status_code == 400
-    assert "last" in answer.json["error"]
+    assert "last" in error_of(answer)
 
 
 def test_last_twice_or_without_history_gets_400_json() -> None:
@@ -261,7 +267,7 @@ def test_last_twice_or_without_history_gets_400_json() -> None:
     assert app.test_client().get("/stream?channel=r&last=1&last=2").status_code == 400
     app, _sse = make_app(SSE_HISTORY_SIZE=0)
     answer = app.test_client().get("/stream?channel=r&last=1")
-    assert answer.status_code == 400 and "SSE_HISTORY_SIZE" in answer.json["error"]
+    assert answer.status_code == 400 and "SSE_HISTORY_SIZE" in error_of(answer)
 
 
 def test_last_n_joins_live_events_exactly_while_publishing_never_stops() -> None:

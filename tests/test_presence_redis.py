@@ -61,6 +61,11 @@ def presence_of(server: Server, channel: str) -> int:
     return int(body["count"])
 
 
+def wait_for_count(server: Server, channel: str, count: int, timeout: float = 20.0) -> None:
+    eventually(lambda: presence_of(server, channel) == count, timeout,
+               f"{channel}: {count} online on {server.url}")
+
+
 def publish(server: Server, channel: str, count: int, start: int = 0) -> list[str]:
     answer = httpx.post(f"{server.url}/publish", json={"channel": channel, "count": count,
                                                        "start": start}, timeout=30)
@@ -97,20 +102,20 @@ def test_counts_are_exact_after_joins_and_leaves_on_every_server(servers) -> Non
     streams = [Stream(servers[i % 2], "channel=room") for i in range(13)]
     try:
         for server in servers:
-            eventually(lambda s=server: presence_of(s, "room") == 13, what="13 online")
+            wait_for_count(server, "room", 13)
         for stream in streams:
             stream.read_until_count("room", 13)
         for stream in streams[:5]:
             stream.close()
         for server in servers:
-            eventually(lambda s=server: presence_of(s, "room") == 8, what="8 online")
+            wait_for_count(server, "room", 8)
         for stream in streams[5:]:
             stream.read_until_count("room", 8)
     finally:
         for stream in streams:
             stream.close()
     for server in servers:
-        eventually(lambda s=server: presence_of(s, "room") == 0, what="nobody online")
+        wait_for_count(server, "room", 0)
 
 
 def test_a_killed_worker_leaves_the_count(servers) -> None:
