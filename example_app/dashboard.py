@@ -21,7 +21,6 @@ import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
-
 from urllib.parse import urlencode
 
 from flask import Flask, render_template, url_for

@@ -4,6 +4,7 @@ dashboards (slow). The page itself in Chromium: tests/test_dashboard_browser.py.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -23,10 +24,10 @@ DASHBOARD_STREAM = "/stream?channel=visitors&channel=fx.eurusd&channel=sales&las
 def test_the_rate_walks_within_its_band_and_the_total_only_grows() -> None:
     rates = [rate_at(step) for step in range(5000)]
     assert all(1.0815 <= r <= 1.0885 for r in rates)
-    assert sum(a != b for a, b in zip(rates, rates[1:], strict=False)) > 4000  # it moves
-    assert max(abs(a - b) for a, b in zip(rates, rates[1:], strict=False)) < 0.001  # a walk
+    assert sum(a != b for a, b in itertools.pairwise(rates)) > 4000  # it moves
+    assert max(abs(a - b) for a, b in itertools.pairwise(rates)) < 0.001  # a walk
     totals = [sales_total_at(step, 1.0) for step in range(5000)]
-    assert all(b > a for a, b in zip(totals, totals[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(totals))
     assert rate_at(123_456) == rate_at(123_456)  # the same in every worker
 
 

@@ -32,7 +32,7 @@ def open_dashboard(chromium: Browser, server: Server) -> Page:
     page.wait_for_url("**/dashboard")
     page.wait_for_function(
         "() => ['online', 'rate', 'sales'].every("
-        "id => document.getElementById(id).textContent !== '–')", timeout=15_000)
+        "id => document.getElementById(id).textContent !== '\\u2013')", timeout=15_000)
     assert not errors
     return page
 
