@@ -106,13 +106,14 @@ def _parse_last(values: list[str], history_size: int) -> tuple[int | None, str |
     return number, None
 
 
-def _opening(state: SSEState, channel: str) -> bytes:
-    """The presence event a stream of ``channel`` opens with (none without SSE_PRESENCE)."""
+def _openings(state: SSEState, channels: list[str]) -> list[bytes]:
+    """The presence event each channel of a stream opens with (none without
+    SSE_PRESENCE)."""
     if not state.settings.presence:
-        return b""
+        return [b""] * len(channels)
     presence = state.broker.presence
-    presence.prime(channel)
-    return presence.opening(channel)
+    presence.prime(channels)
+    return [presence.opening(channel) for channel in channels]
 
 
 def _subscribe_one(
@@ -123,7 +124,7 @@ def _subscribe_one(
     position = parse_cursor(last_event_id(), channels)[channels[0]]
     subscription = state.broker.subscribe(channels[0], mailbox, position, newest)
     try:
-        prelude = subscription.prelude + _opening(state, channels[0])
+        prelude = subscription.prelude + _openings(state, channels)[0]
     except BaseException:
         subscription.close()
         raise
@@ -141,8 +142,9 @@ def _subscribe_many(
             subscriptions.append(
                 state.broker.subscribe(channel, merge.tap(channel), positions[channel], newest)
             )
-        preludes = [(s.channel, s.prelude + _opening(state, s.channel), s.position)
-                    for s in subscriptions]
+        openings = _openings(state, channels)
+        preludes = [(s.channel, s.prelude + opening, s.position)
+                    for s, opening in zip(subscriptions, openings, strict=True)]
     except BaseException:
         for subscription in subscriptions:
             subscription.close()

@@ -119,28 +119,31 @@ class Presence:
             return announced[1]
         return presence_event(channel, total)
 
-    def prime(self, channel: str) -> None:
-        """Before a stream's opening event: learn the other processes' count of a channel
-        this process has no figure for yet (its first local subscriber), so that the
-        first event is right. A failure leaves the local count (the loop corrects it)."""
+    def prime(self, channels: list[str]) -> None:
+        """Before a stream's opening events: learn the other processes' counts of the
+        channels this process has no figure for yet (their first local subscriber), in
+        one read, so that the first events are right. A failure leaves the local counts
+        (the next pass corrects them)."""
         if self.census is None or not self.events:
             return
         with self._lock:
             # one read per channel, not per stream: those that open meanwhile start
             # with what is known, and the next pass announces the count to all
-            if channel in self._others or channel in self._priming:
-                return
-            self._priming.add(channel)
+            unknown = [c for c in channels if c not in self._others and c not in self._priming]
+            self._priming.update(unknown)
+        if not unknown:
+            return
         try:
-            others = self.census.read([channel]).get(channel, 0)
+            others = self.census.read(unknown)
         except BrokerError as exc:
-            log.warning("presence: cannot read the count of %r: %s", channel, exc)
+            log.warning("presence: cannot read the counts of %r: %s", unknown, exc)
             return
         finally:
             with self._lock:
-                self._priming.discard(channel)
+                self._priming.difference_update(unknown)
         with self._lock:
-            self._others.setdefault(channel, others)
+            for channel in unknown:
+                self._others.setdefault(channel, others.get(channel, 0))
 
     # -- the loop --------------------------------------------------------------------------
 
