@@ -106,14 +106,14 @@ def _parse_last(values: list[str], history_size: int) -> tuple[int | None, str |
     return number, None
 
 
-def _openings(state: SSEState, channels: list[str]) -> list[bytes]:
-    """The presence event each channel of a stream opens with (none without
-    SSE_PRESENCE)."""
+def _openings(state: SSEState, subscriptions: list[Subscription]) -> list[bytes]:
+    """The presence event each subscription of a stream opens with (none without
+    SSE_PRESENCE); from then on its sink gets the channel's changes."""
     if not state.settings.presence:
-        return [b""] * len(channels)
+        return [b""] * len(subscriptions)
     presence = state.broker.presence
-    presence.prime(channels)
-    return [presence.opening(channel) for channel in channels]
+    presence.prime([s.channel for s in subscriptions])
+    return [presence.opening(s.channel, s.sink) for s in subscriptions]
 
 
 def _subscribe_one(
@@ -124,7 +124,7 @@ def _subscribe_one(
     position = parse_cursor(last_event_id(), channels)[channels[0]]
     subscription = state.broker.subscribe(channels[0], mailbox, position, newest)
     try:
-        prelude = subscription.prelude + _openings(state, channels)[0]
+        prelude = subscription.prelude + _openings(state, [subscription])[0]
     except BaseException:
         subscription.close()
         raise
@@ -142,7 +142,7 @@ def _subscribe_many(
             subscriptions.append(
                 state.broker.subscribe(channel, merge.tap(channel), positions[channel], newest)
             )
-        openings = _openings(state, channels)
+        openings = _openings(state, subscriptions)
         preludes = [(s.channel, s.prelude + opening, s.position)
                     for s, opening in zip(subscriptions, openings, strict=True)]
     except BaseException:

@@ -146,8 +146,6 @@ def test_many_joins_in_one_pass_give_each_stream_one_presence_event(
     monkeypatch.setattr(presence_module, "INTERVAL", 30.0)  # passes run when called below
     first = open_stream(app, stream_url("crowd"))
     wait_for_presence(first, 1)
-    while len(presence_events(first)) < 2:  # the loop's own first pass
-        first._next_chunk()
     crowd = [open_stream(app, stream_url("crowd")) for _ in range(60)]
     with app.app_context():
         presence = sse._state().broker.presence
@@ -157,9 +155,9 @@ def test_many_joins_in_one_pass_give_each_stream_one_presence_event(
     for n, reader in enumerate([first, *crowd]):
         while b"data: marker" not in reader.body:
             reader._next_chunk()
-        expected = (3 if n == 0 else 2)  # the opening (+ the loop's first pass), this pass
-        assert len(presence_events(reader)) == expected, presence_events(reader)
-        assert presence_events(reader)[-1]["count"] == 61
+        # the opening, then this pass's count (not to the last one: it opened with it)
+        expected = [n + 1, 61] if n < 60 else [61]
+        assert [e["count"] for e in presence_events(reader)] == expected
     for reader in [first, *crowd]:
         reader.close()
 

@@ -6,13 +6,15 @@ changes.
   subscription is made and :meth:`Presence.leave` when it closes.
 * **Other processes** are counted by a :class:`Census` (``redis/presence.py``: per-process
   counts that expire). The memory broker has none: its channels live in one process.
-* **Announcing.** One loop per broker (a greenlet under gevent) runs every ``INTERVAL``
-  seconds while the process has subscribers. Each pass makes one census exchange (this
-  process's changed counts out, the other processes' totals of the locally subscribed
-  channels in: one round trip whatever the number of channels) and, for every channel
-  whose count changed (or that had joins or leaves here) since the last pass, encodes one
-  ``event: presence`` and hands the same bytes to each local subscriber. However many
-  joins arrive meanwhile, a stream gets at most one presence event per channel per pass.
+* **Announcing.** A stream opens with the channel's count (:meth:`Presence.opening`).
+  One loop per broker (a greenlet under gevent) runs every ``INTERVAL`` seconds while the
+  process has subscribers. Each pass makes one census exchange (this process's changed
+  counts out, the other processes' totals of the locally subscribed channels in: one
+  round trip whatever the number of channels) and, for every channel whose count is not
+  the one announced last, encodes one ``event: presence`` and hands the same bytes to
+  each local subscriber that shows another count. However many joins arrive meanwhile, a
+  stream gets at most one presence event per channel per pass, and none while the count
+  stays the same.
 
 Presence events carry no ``id:``: they are not history (a replay never holds them) and
 do not move a single-channel stream's ``Last-Event-ID``. On a stream of several channels
@@ -24,7 +26,7 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from .. import runtime
 from ..errors import BrokerError
@@ -64,7 +66,10 @@ class Presence:
         self.events = False  # SSE_PRESENCE: announce counts to the streams
         self._lock = native_lock()  # joins come from requests on any thread
         self._sinks: dict[str, dict[Sink, None]] = {}  # channel -> local subscribers
-        self._dirty: set[str] = set()  # channels with joins or leaves since the last pass
+        # the subscribers that opened with a presence event (only they get the others),
+        # and, since the last pass, what each was told at its opening
+        self._active: dict[str, dict[Sink, None]] = {}
+        self._told: dict[str, dict[Sink, int]] = {}
         self._announced: dict[str, tuple[int, bytes]] = {}  # last count sent, encoded
         self._others: dict[str, int] = {}  # other processes' totals, as last exchanged
         self._pushed: dict[str, int] = {}  # this process's counts as the census has them
@@ -77,7 +82,6 @@ class Presence:
         """Count ``sink`` as a subscriber of ``channel`` (now) and start the loop."""
         with self._lock:
             self._sinks.setdefault(channel, {})[sink] = None
-            self._dirty.add(channel)
             start = not self._running
             self._running = True
         if start:
@@ -92,11 +96,12 @@ class Presence:
             del sinks[sink]
             if not sinks:
                 del self._sinks[channel]
-            self._dirty.add(channel)
-
-    def local_counts(self) -> dict[str, int]:
-        with self._lock:
-            return {channel: len(sinks) for channel, sinks in self._sinks.items()}
+            for table in (self._active, self._told):
+                members: dict[Sink, Any] | None = table.get(channel)
+                if members is not None and sink in members:
+                    del members[sink]
+                    if not members:
+                        del table[channel]
 
     # -- counts ----------------------------------------------------------------------------
 
@@ -109,12 +114,16 @@ class Presence:
             return local
         return local + self.census.read([channel]).get(channel, 0)
 
-    def opening(self, channel: str) -> bytes:
-        """The presence event a new stream of ``channel`` opens with (it counts itself):
-        the last one announced if the count is the same, else a new one."""
+    def opening(self, channel: str, sink: Sink) -> bytes:
+        """The presence event a new stream of ``channel`` opens with (it counts itself);
+        from now on ``sink`` gets the channel's changes. Call it after the subscription
+        that joined ``sink``, before the stream writes its prelude."""
         with self._lock:
             total = len(self._sinks.get(channel, ())) + self._others.get(channel, 0)
             announced = self._announced.get(channel)
+            if sink in self._sinks.get(channel, ()):
+                self._active.setdefault(channel, {})[sink] = None
+                self._told.setdefault(channel, {})[sink] = total
         if announced is not None and announced[0] == total:
             return announced[1]
         return presence_event(channel, total)
@@ -162,7 +171,7 @@ class Presence:
         is nothing left to do (no subscribers, the census has this process's zeros)."""
         with self._lock:
             counts = {channel: len(sinks) for channel, sinks in self._sinks.items()}
-            dirty, self._dirty = self._dirty, set()
+            told, self._told = self._told, {}
             changed: dict[str, int] = {}
             if self.census is not None:
                 changed = {c: n for c, n in counts.items() if self._pushed.get(c, 0) != n}
@@ -186,27 +195,34 @@ class Presence:
                             self._pushed[channel] = n
                         else:
                             self._pushed.pop(channel, None)
-        self._announce(counts, dirty, others)
+        self._announce(counts, told, others)
         return True
 
-    def _announce(self, counts: dict[str, int], dirty: set[str], others: dict[str, int]) -> None:
+    def _announce(self, counts: dict[str, int], told: dict[str, dict[Sink, int]],
+                  others: dict[str, int]) -> None:
+        """Send each channel's count to the subscribers that show another one: after the
+        last pass every subscriber shows the announced count, except those that opened
+        since, which show what they were told (``told``)."""
         deliveries: list[tuple[bytes, list[Sink]]] = []
         with self._lock:
             self._others = {c: others.get(c, 0) for c in counts}
             for channel in [c for c in self._announced if c not in counts]:
                 del self._announced[channel]
             for channel in counts:
-                sinks = self._sinks.get(channel)
-                if not sinks:
+                active = self._active.get(channel)
+                if not active:
                     continue
-                total = len(sinks) + self._others[channel]
+                total = len(self._sinks[channel]) + self._others[channel]
                 last = self._announced.get(channel)
-                if last is not None and last[0] == total and channel not in dirty:
-                    continue
-                chunk = presence_event(channel, total)  # once per channel per change
-                self._announced[channel] = (total, chunk)
-                if self.events:
-                    deliveries.append((chunk, list(sinks)))
+                opened = told.get(channel, {})
+                if last is None or last[0] != total:
+                    targets = [s for s in active if opened.get(s, -1) != total]
+                else:
+                    targets = [s for s, n in opened.items() if n != total and s in active]
+                if last is None or last[0] != total:
+                    last = self._announced[channel] = (total, presence_event(channel, total))
+                if targets and self.events:
+                    deliveries.append((last[1], targets))  # encoded once per change
         for chunk, targets in deliveries:
             for target in targets:
                 hand_off(target, chunk)
