@@ -310,3 +310,84 @@ def test_last_n_on_several_channels_and_a_resume_from_inside_the_prelude() -> No
     rest = resumed.events(3)
     resumed.close()
     assert [json.loads(e.data) for e in rest] == [{"a": 4}, {"b": 3}, {"b": 4}]
+
+
+def test_every_open_stream_ends_with_the_true_count_after_racing_joins_and_leaves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Threads open and close streams at random while passes run every 10 ms: whatever
+    the interleaving of joins, openings and passes, once it is quiet every open stream's
+    newest presence event is the true count."""
+    import random
+
+    monkeypatch.setattr(presence_module, "INTERVAL", 0.01)
+    app, sse = make_app(SSE_PRESENCE=True)
+    keep: list[StreamReader] = []
+    lock = threading.Lock()
+
+    def churn(seed: int) -> None:
+        rng = random.Random(seed)
+        mine: list[StreamReader] = []
+        for _ in range(25):
+            if mine and rng.random() < 0.4:
+                mine.pop(rng.randrange(len(mine))).close()
+            else:
+                mine.append(open_stream(app, stream_url("race")))
+        with lock:
+            keep.extend(mine)
+
+    workers = [threading.Thread(target=churn, args=(seed,)) for seed in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    with app.app_context():
+        assert sse.presence("race") == len(keep)
+    for reader in keep:
+        wait_for_presence(reader, len(keep))
+    with app.app_context():
+        sse.publish("marker", channel="race")  # nothing after the last count
+    for reader in keep:
+        while b"data: marker" not in reader.body:
+            reader._next_chunk()
+        assert presence_events(reader)[-1]["count"] == len(keep)
+        reader.close()
+
+
+def test_a_stream_that_opened_with_a_count_gone_stale_is_sent_the_true_one() -> None:
+    """Passes by hand (the loop is kept from starting): b opens with 2, a leaves before
+    the next pass, so the count is back to what was announced last (1): b alone must be
+    sent 1, and a stream already showing 1 gets nothing."""
+    app, sse = make_app(SSE_PRESENCE=True)
+    with app.app_context():
+        presence = sse._state().broker.presence
+    presence._running = True  # no loop: every pass below is this test's
+    a = open_stream(app, stream_url("stale"))
+    watcher = open_stream(app, stream_url("stale"))
+    b = open_stream(app, stream_url("stale"))
+    presence._pass()  # announces 3 to a and watcher (they opened with 1 and 2)
+    a.close()
+    b.close()
+    c = open_stream(app, stream_url("stale"))  # opens with 2
+    d = open_stream(app, stream_url("stale"))  # opens with 3
+    d.close()
+    presence._pass()  # the count is 2: watcher showed 3, c showed 2
+    with app.app_context():
+        sse.publish("marker", channel="stale")
+    for reader in (watcher, c):
+        while b"data: marker" not in reader.body:
+            reader._next_chunk()
+    assert [e["count"] for e in presence_events(watcher)] == [2, 3, 2]
+    assert [e["count"] for e in presence_events(c)] == [2]
+    e = open_stream(app, stream_url("stale"))  # opens with 3
+    watcher.close()  # back to 2, as announced: only e shows another count
+    presence._pass()
+    with app.app_context():
+        sse.publish("marker2", channel="stale")
+    for reader in (c, e):
+        while b"data: marker2" not in reader.body:
+            reader._next_chunk()
+    assert [ev["count"] for ev in presence_events(c)] == [2]
+    assert [ev["count"] for ev in presence_events(e)] == [3, 2]
+    c.close()
+    e.close()
