@@ -71,6 +71,9 @@ class ServerSpec:
     note: str = ""
     config: str = "gunicorn_bench.py"  # the gunicorn config file in bench/servers
     upstream: bool = False  # needs bench/upstream.py (BENCH_UPSTREAM_URL)
+    # another checkout of the library to run instead of this one (the directory is the
+    # value of this environment variable): the redesign's before/after comparison
+    code_from: str | None = None
     scenarios: tuple[str, ...] = LEGACY  # the scenarios this server serves
 
     def serves(self, scenario: str) -> bool:
@@ -99,6 +102,16 @@ SERVER_SPECS: dict[str, ServerSpec] = {
             "ours_app:app",
             env={"BENCH_BROKER_URL": "memory://"},
             ours=True,
+        ),
+        ServerSpec(
+            "ours-before",
+            "gunicorn",
+            "ours_app:app",
+            env={"BENCH_BROKER_URL": "memory://"},
+            ours=True,
+            code_from="BENCH_BEFORE",
+            note="ours-mem on the code before the redesign (BENCH_BEFORE=<a checkout of "
+            "0caf079>; plain -k gevent, where that code armed its direct writes itself)",
         ),
         ServerSpec(
             "ours-mem-wsgi",
@@ -322,9 +335,15 @@ def serve(
         env.update(spec.env)
         env["BENCH_HEARTBEAT"] = str(heartbeat)
         env["BENCH_WORKERS"] = str(spec.workers)
-        if spec.ours:  # the library's defaults: our worker class (direct writes and all)
+        code = [str(ROOT)]
+        if spec.code_from:
+            tree = os.environ.get(spec.code_from)
+            if not tree:
+                raise RuntimeError(f"{spec.name}: set {spec.code_from} to a checkout to run")
+            code.insert(0, tree)  # found first: its flask_sse_stream, this repo's bench
+        elif spec.ours:  # the library's defaults: our worker class (direct writes and all)
             env["BENCH_WORKER_CLASS"] = "flask_sse_stream.contrib.gunicorn.GeventWorker"
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(SERVERS_DIR)])
+        env["PYTHONPATH"] = os.pathsep.join([*code, str(SERVERS_DIR)])
         env["PYTHONUNBUFFERED"] = "1"
         redis_info = None
         if spec.redis:
@@ -792,8 +811,10 @@ def main(argv: list[str] | None = None) -> int:
         names = list(REDIS_SERVERS)
     else:
         names = list(SERVER_SPECS)
-    if not args.servers:  # only the servers that serve one of the scenarios asked for
-        names = [n for n in names if any(SERVER_SPECS[n].serves(s) for s in scenarios)]
+    if not args.servers:  # only the servers that serve one of the scenarios asked for,
+        # and a checkout of other code only when it was named
+        names = [n for n in names if any(SERVER_SPECS[n].serves(s) for s in scenarios)
+                 and not SERVER_SPECS[n].code_from]
     for n in names:
         if n not in SERVER_SPECS:
             parser.error(f"unknown server {n}")

@@ -35,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(
         CHAT_BACKEND="demo",
         CHAT_DEMO_DELAY=0.05,
+        CHAT_DEMO_PARTS=False,
         OPENAI_BASE_URL=None,
         OPENAI_API_KEY=None,
         OPENAI_MODEL="gpt-4o-mini",
@@ -86,10 +87,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def make_backend(app: Flask) -> ChatBackend:
-    """``CHAT_BACKEND``: ``demo`` (no network) or ``openai`` (any compatible server)."""
+    """``CHAT_BACKEND``: ``demo`` (no network; with ``CHAT_DEMO_PARTS`` it reasons, calls a
+    demo tool and cites a source before its reply) or ``openai`` (any compatible server)."""
     kind = str(app.config["CHAT_BACKEND"]).lower()
     if kind == "demo":
-        return DemoBackend(delay=float(app.config["CHAT_DEMO_DELAY"]))
+        parts = str(app.config["CHAT_DEMO_PARTS"]).lower() in ("1", "true", "yes", "on")
+        return DemoBackend(delay=float(app.config["CHAT_DEMO_DELAY"]), parts=parts)
     if kind == "openai":
         return OpenAIBackend(
             base_url=app.config["OPENAI_BASE_URL"],
