@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -181,7 +182,9 @@ async def _crowd(servers: list[Server], n: int, channel: str, settle: float
 
 
 def test_a_thousand_joins_give_each_stream_a_few_presence_events(servers) -> None:
-    bodies = asyncio.run(_crowd(servers, 1000, "crowd", settle=2.5))
+    # in a thread of its own: a browser test's Playwright may hold this thread's loop
+    with ThreadPoolExecutor(1) as pool:
+        bodies = pool.submit(asyncio.run, _crowd(servers, 1000, "crowd", settle=2.5)).result()
     per_stream = [len(PRESENCE.findall(body)) for body in bodies]
     print(f"\npresence events per stream: max {max(per_stream)}, "
           f"mean {sum(per_stream) / len(per_stream):.1f}")
