@@ -391,3 +391,18 @@ def test_a_stream_that_opened_with_a_count_gone_stale_is_sent_the_true_one() -> 
     assert [ev["count"] for ev in presence_events(e)] == [3, 2]
     c.close()
     e.close()
+
+
+def test_tokens_apply_to_a_stream_with_last_and_presence() -> None:
+    app, sse = make_app(SSE_SUBSCRIBE_TOKENS=True, SSE_PRESENCE=True)
+    with app.test_request_context():
+        token = sse.subscribe_token(["x", "y"])
+        sse.publish({"x": 1}, channel="x")
+    client = app.test_client()
+    assert client.get(stream_url("x", "y", last=1)).status_code == 401
+    assert client.get(stream_url("x", "z", last=1, token=token)).status_code == 403
+    reader = open_stream(app, stream_url("x", "y", last=1, token=token))
+    events = reader.events(3)
+    reader.close()
+    assert [(e.type, e.last_event_id.split("@")[0]) for e in events] == [
+        ("message", "x"), ("presence", "x"), ("presence", "y")]

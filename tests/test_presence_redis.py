@@ -254,3 +254,24 @@ def test_presence_on_a_stream_of_several_channels_on_redis(servers) -> None:
     narrow.close()
     wide.read_until_count("m2", 1)
     wide.close()
+
+
+def test_last_n_on_several_channels_resumes_exactly_from_inside_the_prelude(servers) -> None:
+    a, b = servers
+    publish(a, "pa", 5)
+    publish(a, "pb", 5, start=100)
+    first = Stream(b, "channel=pa&channel=pb&last=2")
+    while len([e for e in parse(first.body).events if e.type == "message"]) < 4:
+        first.body += first.resp.read_chunk()
+    first.close()
+    got = [e for e in parse(first.body).events if e.type == "message"]
+    assert [json.loads(e.data)["n"] for e in got] == [3, 4, 103, 104]
+    # cut after the first event: a resume (on the other server) sends the rest exactly
+    resumed = open_stream(f"{a.url}/stream?channel=pa&channel=pb&last=2",
+                          headers={"Last-Event-ID": got[0].last_event_id}, timeout=30)
+    body = b""
+    while len([e for e in parse(body).events if e.type == "message"]) < 3:
+        body += resumed.read_chunk()
+    resumed.close()
+    rest = [json.loads(e.data)["n"] for e in parse(body).events if e.type == "message"]
+    assert rest == [4, 103, 104]
