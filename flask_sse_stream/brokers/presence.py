@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from .. import runtime
 from ..errors import BrokerError
-from ..runtime import Sink, hand_off, native_lock
+from ..runtime import Mailbox, Sink, hand_off, native_lock
 from ..wire.event import compact_json, encode_message
 
 __all__ = ["INTERVAL", "Census", "Presence", "presence_event"]
@@ -75,6 +75,7 @@ class Presence:
         self._pushed: dict[str, int] = {}  # this process's counts as the census has them
         self._priming: set[str] = set()  # channels whose first read is under way
         self._running = False
+        self._wakeup: Mailbox | None = None  # the loop waits on it between passes
 
     # -- subscribers -----------------------------------------------------------------------
 
@@ -85,7 +86,9 @@ class Presence:
             start = not self._running
             self._running = True
         if start:
-            runtime.current().spawn(self._run, contextvars.Context())
+            concurrency = runtime.current()
+            self._wakeup = concurrency.new_mailbox(1)
+            concurrency.spawn(self._run, contextvars.Context())
 
     def leave(self, channel: str, sink: Sink) -> None:
         """``sink`` stopped counting (its stream ended): at once, in this process."""
@@ -102,6 +105,11 @@ class Presence:
                     del members[sink]
                     if not members:
                         del table[channel]
+            wakeup = None if self._sinks else self._wakeup
+        if wakeup is not None:
+            # the process's last stream ended (a shutdown drains them all): tell the
+            # census now, not at the next pass, which a stopping process may not see
+            wakeup.offer(b"w")
 
     # -- counts ----------------------------------------------------------------------------
 
@@ -157,10 +165,11 @@ class Presence:
     # -- the loop --------------------------------------------------------------------------
 
     def _run(self) -> None:
-        sleep = runtime.current().sleep
+        wakeup = self._wakeup
+        assert wakeup is not None
         try:
             while self._pass():
-                sleep(INTERVAL)
+                wakeup.take(INTERVAL)  # INTERVAL, or less when the last stream ended
         except BaseException:  # killed (shutdown) or a bug: the next join starts another
             with self._lock:
                 self._running = False

@@ -12,7 +12,8 @@ one script can reach them all):
 
 A channel's count is the sum of its field over the live processes: nothing is stored as a
 running total, so nothing can drift when a process dies (a process killed with SIGKILL
-stops counting within ``TTL`` seconds). One Lua script does a process's whole exchange in
+stops counting within ``TTL`` seconds; one that stops gracefully writes its zeros as its
+last stream ends). One Lua script does a process's whole exchange in
 one round trip: write the counts that changed, renew the TTL, drop the dead, sum the
 others' counts of the channels this process has subscribers on (one ``HMGET`` per live
 process, whatever the number of channels).
