@@ -43,11 +43,12 @@ INTERVAL = 1.0  # seconds between two passes: at most one presence event per cha
 class Census(Protocol):
     """What counts the streams of the other processes sharing a broker."""
 
-    def exchange(self, counts: dict[str, int], changed: dict[str, int]) -> dict[str, int]:
+    def exchange(self, counts: dict[str, int], changed: dict[str, int],
+                 wanted: list[str]) -> dict[str, int]:
         """Store this process's counts (``counts``: all of them, ``changed``: those that
         changed since the last exchange, 0 for none left; a census that lost its copy
-        stores all) and keep them alive; return the other processes' totals for the
-        channels of ``counts``. One round trip. Raises ``BrokerError``."""
+        stores all) and keep them alive; return the other processes' totals for
+        ``wanted``. One round trip. Raises ``BrokerError``."""
 
     def read(self, channels: Iterable[str]) -> dict[str, int]:
         """The other processes' totals for ``channels`` now. Raises ``BrokerError``."""
@@ -193,8 +194,10 @@ class Presence:
                 return False
         others = self._others
         if self.census is not None:
+            with self._lock:  # only streams that get presence events need the others
+                wanted = [c for c in counts if c in self._active]
             try:
-                others = self.census.exchange(counts, changed)
+                others = self.census.exchange(counts, changed, wanted)
             except BrokerError as exc:
                 log.warning("presence: census exchange failed: %s", exc)
             else:
@@ -214,14 +217,17 @@ class Presence:
         since, which show what they were told (``told``)."""
         deliveries: list[tuple[bytes, list[Sink]]] = []
         with self._lock:
-            self._others = {c: others.get(c, 0) for c in counts}
+            # this pass's figures over the earlier ones (a channel first read by prime()
+            # while the exchange ran keeps its figure); only for channels still here
+            merged = {**self._others, **others}
+            self._others = {c: n for c, n in merged.items() if c in counts}
             for channel in [c for c in self._announced if c not in counts]:
                 del self._announced[channel]
             for channel in counts:
                 active = self._active.get(channel)
                 if not active:
                     continue
-                total = len(self._sinks[channel]) + self._others[channel]
+                total = len(self._sinks[channel]) + self._others.get(channel, 0)
                 last = self._announced.get(channel)
                 opened = told.get(channel, {})
                 if last is None or last[0] != total:

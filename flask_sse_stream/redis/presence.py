@@ -132,8 +132,8 @@ class RedisCensus:
             )
         return bool(lost), [int(n) for n in totals]
 
-    def exchange(self, counts: dict[str, int], changed: dict[str, int]) -> dict[str, int]:
-        wanted = list(counts)
+    def exchange(self, counts: dict[str, int], changed: dict[str, int],
+                 wanted: list[str]) -> dict[str, int]:
         full = not self._synced
         lost, totals = self._call("full" if full else "diff", counts if full else changed, wanted)
         if lost:  # Redis lost this process's counts (restart, expiry): store them all
