@@ -1,4 +1,5 @@
-"""The example app: a chat page with streamed replies and a live ticker channel.
+"""The example app: a chat page with streamed replies and a live ticker channel, and a
+live dashboard (``/dashboard``: visitors online, an exchange rate, a sales total).
 
 Run it with ``gunicorn -c example_app/gunicorn.conf.py "example_app:create_app()"``.
 """
@@ -22,6 +23,7 @@ from flask_sse_stream.chat import (
     create_openai_blueprint,
 )
 
+from .dashboard import register_dashboard
 from .ticker import start_ticker
 
 sse = SSE()
@@ -40,7 +42,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         OPENAI_TIMEOUT=60.0,
         TICKER_INTERVAL=1.0,
         TICKER_TOKEN_SECONDS=300,
+        DASHBOARD_INTERVAL=None,  # None: as TICKER_INTERVAL
         SSE_RETRY_MS=1000,
+        SSE_PRESENCE=True,  # the dashboard's "Online" comes from presence events
         CHAT_TOKEN=None,
     )
     app.config.from_prefixed_env()
@@ -78,6 +82,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     if app.config["TICKER_INTERVAL"]:
         start_ticker(app, sse, float(app.config["TICKER_INTERVAL"]))
+    register_dashboard(app, sse)
     return app
 
 

@@ -45,6 +45,7 @@ SSE_DEFAULTS: dict[str, Any] = {
     # only ever used where it is exact (gunicorn's gevent worker iterating the body itself)
     "SSE_DIRECT_WRITE": True,
     "SSE_SUBSCRIBE_TOKENS": False,
+    "SSE_PRESENCE": False,
 }
 
 CHAT_DEFAULTS: dict[str, Any] = {
@@ -152,6 +153,7 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "SSE_WRITE_TIMEOUT": _seconds(),
     "SSE_DIRECT_WRITE": _bool,
     "SSE_SUBSCRIBE_TOKENS": _bool,
+    "SSE_PRESENCE": _bool,
     "CHAT_MAX_CHARS": _int(minimum=1),
     "CHAT_MAX_MESSAGES": _int(minimum=1),
     "CHAT_MAX_BODY_BYTES": _int(minimum=1),
@@ -181,6 +183,7 @@ class Settings:
     write_timeout: float | None
     direct_write: bool
     subscribe_tokens: bool
+    presence: bool  # every channel stream also gets ``event: presence``
     chat_max_chars: int
     chat_max_messages: int
     chat_max_body_bytes: int
@@ -217,6 +220,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         write_timeout=values["SSE_WRITE_TIMEOUT"] or None,
         direct_write=values["SSE_DIRECT_WRITE"],
         subscribe_tokens=values["SSE_SUBSCRIBE_TOKENS"],
+        presence=values["SSE_PRESENCE"],
         chat_max_chars=values["CHAT_MAX_CHARS"],
         chat_max_messages=values["CHAT_MAX_MESSAGES"],
         chat_max_body_bytes=values["CHAT_MAX_BODY_BYTES"],
