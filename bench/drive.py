@@ -24,6 +24,8 @@ Scenarios (the runner picks the sizes):
              M streams, drop them all at once and time until the server has closed them.
 * ``relay``  N chat replies relayed from ``bench/upstream.py`` (``bench/relay.py``).
 * ``storm``  a reconnect storm after a deploy (``bench/storm.py``).
+* ``presence`` presence on/off at N idle subscribers, Redis commands/s with many channels
+             and workers (``bench/presence.py``).
 
 Redis-backed servers also report redis-server CPU per delivery and its client count.
 """
@@ -685,6 +687,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             from storm import storm_jobs
 
             jobs += storm_jobs(target, params, spec)
+        elif name == "presence":
+            from presence import presence_jobs
+
+            jobs += presence_jobs(target, params, spec)
         else:
             raise SystemExit(f"unknown scenario {name}")
     for key, job in jobs:

@@ -40,8 +40,9 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SERVERS_DIR = BENCH / "servers"
-SCENARIOS = ("idle", "floor", "fanout", "isolated", "chat", "churn", "redis", "relay", "storm")
-# the default run; relay and storm are asked for by name (--scenarios relay,storm)
+SCENARIOS = ("idle", "floor", "fanout", "isolated", "chat", "churn", "redis", "relay", "storm",
+             "presence")
+# the default run; relay, storm and presence are asked for by name (--scenarios relay,storm)
 DEFAULT_SCENARIOS = ("idle", "floor", "fanout", "isolated", "chat", "churn", "redis")
 LEGACY = DEFAULT_SCENARIOS  # what the servers of the first releases serve
 PEERS = ("sse-starlette", "flask-sse")
@@ -71,6 +72,9 @@ class ServerSpec:
     config: str = "gunicorn_bench.py"  # the gunicorn config file in bench/servers
     upstream: bool = False  # needs bench/upstream.py (BENCH_UPSTREAM_URL)
     cluster: bool = False  # redis: a Redis Cluster of 3 primaries instead of one server
+    # another checkout of the library to run instead of this one (the directory is the
+    # value of this environment variable): the redesign's before/after comparison
+    code_from: str | None = None
     scenarios: tuple[str, ...] = LEGACY  # the scenarios this server serves
 
     def serves(self, scenario: str) -> bool:
@@ -99,6 +103,16 @@ SERVER_SPECS: dict[str, ServerSpec] = {
             "ours_app:app",
             env={"BENCH_BROKER_URL": "memory://"},
             ours=True,
+        ),
+        ServerSpec(
+            "ours-before",
+            "gunicorn",
+            "ours_app:app",
+            env={"BENCH_BROKER_URL": "memory://"},
+            ours=True,
+            code_from="BENCH_BEFORE",
+            note="ours-mem on the code before the redesign (BENCH_BEFORE=<a checkout of "
+            "0caf079>; plain -k gevent, where that code armed its direct writes itself)",
         ),
         ServerSpec(
             "ours-mem-wsgi",
@@ -144,6 +158,22 @@ SERVER_SPECS: dict[str, ServerSpec] = {
             ours=True, scenarios=("storm",),
             note="channels + chat blueprint, Redis broker, packaged gunicorn config",
         ),
+        # presence (issue 24): the same app with SSE_PRESENCE off and on, in one repeat
+        *(
+            ServerSpec(
+                f"presence-{broker}-{state}", "gunicorn", "presence_app:app",
+                config="gunicorn_ours.py", redis=broker == "redis", ours=True,
+                env={"BENCH_PRESENCE": "1" if state == "on" else "0",
+                     **({"BENCH_BROKER_URL": "memory://"} if broker == "mem" else {})},
+                scenarios=("presence",), note=f"SSE_PRESENCE {state}, {broker} broker",
+            )
+            for broker in ("mem", "redis") for state in ("off", "on")
+        ),
+        ServerSpec(
+            "presence-redis-4w", "gunicorn", "presence_app:app", config="gunicorn_ours.py",
+            redis=True, ours=True, workers=4, env={"BENCH_PRESENCE": "1"},
+            scenarios=("presence",), note="SSE_PRESENCE on, Redis broker, 4 workers",
+        ),
     ]
 }
 RELAY_SERVERS = ("relay-bare", "relay-starlette", "relay-ours")
@@ -179,6 +209,13 @@ FULL_PARAMS: dict[str, Any] = {
     "storm_channels": 100,
     "storm_followers": 1_000,
     "storm_timeout": 180.0,
+    # presence: idle subscribers with it on and off; channels x workers on Redis
+    "presence_streams": 10_000,
+    "presence_idle_s": 15.0,
+    "presence_channels": 1_000,
+    "presence_group_streams": 16,  # streams per group of 32 channels (4 workers: ~99 %)
+    "presence_window_s": 20.0,
+    "presence_churn": 20,  # streams leaving and as many joining per second
 }
 QUICK_PARAMS: dict[str, Any] = {
     "heartbeat": 0.5,
@@ -202,6 +239,12 @@ QUICK_PARAMS: dict[str, Any] = {
     "storm_channels": 4,
     "storm_followers": 10,
     "storm_timeout": 40.0,
+    "presence_streams": 50,
+    "presence_idle_s": 2.0,
+    "presence_channels": 64,
+    "presence_group_streams": 4,
+    "presence_window_s": 3.0,
+    "presence_churn": 2,
 }
 
 
@@ -298,9 +341,15 @@ def serve(
         env.update(spec.env)
         env["BENCH_HEARTBEAT"] = str(heartbeat)
         env["BENCH_WORKERS"] = str(spec.workers)
-        if spec.ours:  # the library's defaults: our worker class (direct writes and all)
+        code = [str(ROOT)]
+        if spec.code_from:
+            tree = os.environ.get(spec.code_from)
+            if not tree:
+                raise RuntimeError(f"{spec.name}: set {spec.code_from} to a checkout to run")
+            code.insert(0, tree)  # found first: its flask_sse_stream, this repo's bench
+        elif spec.ours:  # the library's defaults: our worker class (direct writes and all)
             env["BENCH_WORKER_CLASS"] = "flask_sse_stream.contrib.gunicorn.GeventWorker"
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(SERVERS_DIR)])
+        env["PYTHONPATH"] = os.pathsep.join([*code, str(SERVERS_DIR)])
         env["PYTHONUNBUFFERED"] = "1"
         redis_info = None
         if spec.cluster:
@@ -488,6 +537,16 @@ METRICS: list[tuple[str, str, str, bool]] = [
     ("storm", "resumes_per_s", "resumes/s", True),
     ("storm", "cpu_us_per_resume", "CPU us/resume", False),
     ("storm", "gaps", "gaps+dups", False),
+    ("presence", "streams", "streams", True),
+    ("presence", "open_cpu_us_per_stream", "open CPU us/stream", False),
+    ("presence", "idle_cpu_pct", "idle CPU %", False),
+    ("presence", "idle_cpu_vs_off", "idle CPU / off", False),
+    ("presence", "open_cpu_vs_off", "open CPU / off", False),
+    ("presence", "presence_events_per_stream", "presence events/stream", False),
+    ("presence", "streams", "streams", True),
+    ("presence", "idle_commands_per_s", "Redis cmds/s idle", False),
+    ("presence", "churn_commands_per_s", "Redis cmds/s churn", False),
+    ("presence", "idle_redis_cpu_pct", "redis CPU % idle", False),
 ]
 HEADLINE: dict[str, list[str]] = {
     "idle": ["rss_per_stream_kb", "streams_per_worker"],
@@ -537,6 +596,18 @@ def derive_redis(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
                     )
                 out.append(entry)
             by_key[f"redis_{subs}"] = out
+
+
+def derive_presence(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+    """Each "on" server's presence_idle CPU divided by its "off" twin's, per repeat."""
+    for broker in ("mem", "redis"):
+        on = raw.get(f"presence-{broker}-on", {}).get("presence_idle", [])
+        off = raw.get(f"presence-{broker}-off", {}).get("presence_idle", [])
+        for a, b in zip(on, off, strict=False):
+            for metric, key in (("idle_cpu_pct", "idle_cpu_vs_off"),
+                                ("open_cpu_s", "open_cpu_vs_off")):
+                if a.get(metric) and b.get(metric):
+                    a[key] = round(a[metric] / b[metric], 3)
 
 
 def median_of(results: list[dict[str, Any]], metric: str) -> float | None:
@@ -762,8 +833,10 @@ def main(argv: list[str] | None = None) -> int:
         names = list(REDIS_SERVERS)
     else:
         names = list(SERVER_SPECS)
-    if not args.servers:  # only the servers that serve one of the scenarios asked for
-        names = [n for n in names if any(SERVER_SPECS[n].serves(s) for s in scenarios)]
+    if not args.servers:  # only the servers that serve one of the scenarios asked for,
+        # and a checkout of other code only when it was named
+        names = [n for n in names if any(SERVER_SPECS[n].serves(s) for s in scenarios)
+                 and not SERVER_SPECS[n].code_from]
     for n in names:
         if n not in SERVER_SPECS:
             parser.error(f"unknown server {n}")
@@ -841,6 +914,8 @@ def main(argv: list[str] | None = None) -> int:
                 for key, res in result.items():
                     raw[name].setdefault(key, []).append(res)
                 print(f"    done in {time.monotonic() - t0:.1f}s", flush=True)
+    if "presence" in scenarios:
+        derive_presence(raw)
     if "redis" in scenarios:
         derive_redis(raw)
         if "fanout" not in scenarios:

@@ -1,4 +1,5 @@
-"""The example app: a chat page with streamed replies and a live ticker channel.
+"""The example app: a chat page with streamed replies and a live ticker channel, and a
+live dashboard (``/dashboard``: visitors online, an exchange rate, a sales total).
 
 Run it with ``gunicorn -c example_app/gunicorn.conf.py "example_app:create_app()"``.
 """
@@ -22,6 +23,7 @@ from flask_sse_stream.chat import (
     create_openai_blueprint,
 )
 
+from .dashboard import register_dashboard
 from .ticker import start_ticker
 
 sse = SSE()
@@ -33,13 +35,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(
         CHAT_BACKEND="demo",
         CHAT_DEMO_DELAY=0.05,
+        CHAT_DEMO_PARTS=False,
         OPENAI_BASE_URL=None,
         OPENAI_API_KEY=None,
         OPENAI_MODEL="gpt-4o-mini",
         OPENAI_TIMEOUT=60.0,
         TICKER_INTERVAL=1.0,
         TICKER_TOKEN_SECONDS=300,
+        DASHBOARD_INTERVAL=None,  # None: as TICKER_INTERVAL
         SSE_RETRY_MS=1000,
+        SSE_PRESENCE=True,  # the dashboard's "Online" comes from presence events
         CHAT_TOKEN=None,
     )
     app.config.from_prefixed_env()
@@ -77,14 +82,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     if app.config["TICKER_INTERVAL"]:
         start_ticker(app, sse, float(app.config["TICKER_INTERVAL"]))
+    register_dashboard(app, sse)
     return app
 
 
 def make_backend(app: Flask) -> ChatBackend:
-    """``CHAT_BACKEND``: ``demo`` (no network) or ``openai`` (any compatible server)."""
+    """``CHAT_BACKEND``: ``demo`` (no network; with ``CHAT_DEMO_PARTS`` it reasons, calls a
+    demo tool and cites a source before its reply) or ``openai`` (any compatible server)."""
     kind = str(app.config["CHAT_BACKEND"]).lower()
     if kind == "demo":
-        return DemoBackend(delay=float(app.config["CHAT_DEMO_DELAY"]))
+        parts = str(app.config["CHAT_DEMO_PARTS"]).lower() in ("1", "true", "yes", "on")
+        return DemoBackend(delay=float(app.config["CHAT_DEMO_DELAY"]), parts=parts)
     if kind == "openai":
         return OpenAIBackend(
             base_url=app.config["OPENAI_BASE_URL"],

@@ -1,4 +1,5 @@
-"""The ``SSE`` Flask extension: config, the broker, ``publish``, the channel route, stats."""
+"""The ``SSE`` Flask extension: config, the broker, ``publish``, the channel and presence
+routes, ``presence``, stats."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .brokers import Broker, create_broker, valid_channel
 from .channels import EXTENSION_KEY, channel_view
 from .cli import sse_cli
 from .metrics import CHAT_CAPS_KEY, Counters
+from .presence import presence_view
 from .settings import Settings, settings_for
 from .stream.registry import StreamRegistry, registry_for
 from .tokens import init_tokens, make_token
@@ -57,6 +59,7 @@ class SSE:
             settings.broker_url, history_size=settings.history_size, counters=counters,
             wait_replicas=settings.redis_wait_replicas, wait_timeout=settings.redis_wait_timeout,
         )
+        broker.presence.events = settings.presence
         app.extensions[EXTENSION_KEY] = SSEState(
             broker=broker,
             registry=registry_for(app),
@@ -67,6 +70,8 @@ class SSE:
         prefix = settings.url_prefix
         if prefix:
             app.add_url_rule(prefix, endpoint="sse.channel", view_func=channel_view)
+            app.add_url_rule(prefix.rstrip("/") + "/presence", endpoint="sse.presence",
+                             view_func=presence_view)
         app.cli.add_command(sse_cli)
 
     @staticmethod
@@ -86,6 +91,16 @@ class SSE:
         if not valid_channel(channel):
             raise ValueError(f"invalid channel name {channel!r}")
         return self._state().broker.publish(channel, data, event=event, retry=retry)
+
+    def presence(self, channel: str) -> int:
+        """The streams subscribed to ``channel`` now, in every process and host sharing
+        the broker (``memory://``: this process). A stream that ends stops counting at
+        once in its own process; one of a process that died, within 30 s. Needs an app
+        context; raises ``ValueError`` for a bad channel and ``BrokerError`` if the
+        broker is unreachable."""
+        if not valid_channel(channel):
+            raise ValueError(f"invalid channel name {channel!r}")
+        return self._state().broker.presence_count(channel)
 
     def subscribe_token(self, channels: list[str], expires_in: float = 300) -> str:
         """A signed token (app's ``SECRET_KEY``) letting its holder read ``channels`` for

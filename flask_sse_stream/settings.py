@@ -48,6 +48,7 @@ SSE_DEFAULTS: dict[str, Any] = {
     # a Redis publish succeeds once this many replicas have it (0: once the primary has)
     "SSE_REDIS_WAIT_REPLICAS": 0,
     "SSE_REDIS_WAIT_TIMEOUT": 0.5,
+    "SSE_PRESENCE": False,
 }
 
 CHAT_DEFAULTS: dict[str, Any] = {
@@ -166,6 +167,7 @@ _COERCE: dict[str, Callable[[str, Any], Any]] = {
     "SSE_SUBSCRIBE_TOKENS": _bool,
     "SSE_REDIS_WAIT_REPLICAS": _int(),
     "SSE_REDIS_WAIT_TIMEOUT": _wait_timeout,
+    "SSE_PRESENCE": _bool,
     "CHAT_MAX_CHARS": _int(minimum=1),
     "CHAT_MAX_MESSAGES": _int(minimum=1),
     "CHAT_MAX_BODY_BYTES": _int(minimum=1),
@@ -197,6 +199,7 @@ class Settings:
     subscribe_tokens: bool
     redis_wait_replicas: int
     redis_wait_timeout: float
+    presence: bool  # every channel stream also gets ``event: presence``
     chat_max_chars: int
     chat_max_messages: int
     chat_max_body_bytes: int
@@ -235,6 +238,7 @@ def load_settings(config: MutableMapping[str, Any]) -> Settings:
         subscribe_tokens=values["SSE_SUBSCRIBE_TOKENS"],
         redis_wait_replicas=values["SSE_REDIS_WAIT_REPLICAS"],
         redis_wait_timeout=values["SSE_REDIS_WAIT_TIMEOUT"],
+        presence=values["SSE_PRESENCE"],
         chat_max_chars=values["CHAT_MAX_CHARS"],
         chat_max_messages=values["CHAT_MAX_MESSAGES"],
         chat_max_body_bytes=values["CHAT_MAX_BODY_BYTES"],

@@ -58,14 +58,7 @@ def read_events(response: Any, count: int | None = None, timeout: float = 5.0) -
     """
     if count is not None and count < 0:
         raise ValueError("count must be >= 0")
-    if response.mimetype != "text/event-stream":
-        # e.g. a 401 JSON error: an empty list would let a test pass for the wrong reason
-        body = response.get_data()[:200] if response.status_code != 200 else b""
-        response.close()
-        raise ValueError(
-            f"not an event stream: {response.status} {response.content_type!r} {body!r}"
-        )
-    parser = EventParser()
+    _check_event_stream(response)
     events: list[Event] = []
     chunks: queue.Queue[Any] = queue.Queue()
     stop = threading.Event()
@@ -73,38 +66,60 @@ def read_events(response: Any, count: int | None = None, timeout: float = 5.0) -
         target=_pump, args=(response.response, chunks, stop), daemon=True, name="read_events"
     )
     try:
-        if count == 0:
-            return events
-        reader.start()
-        deadline = time.monotonic() + timeout
-        while count is None or len(events) < count:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                item = chunks.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            new = parser.feed(item)
-            if new:
-                events.extend(new)
-                deadline = time.monotonic() + timeout  # the timeout is "nothing new"
+        if count != 0:
+            reader.start()
+            _collect(chunks, events, count, timeout)
     finally:
-        # In this thread (the one that pushed the request context): closing ends the
-        # stream, which wakes the reader thread if it is blocked on the next chunk.
-        stop.set()
-        try:
-            response.close()
-        except ValueError:
-            # A plain generator (not @sse_stream) is running in the reader thread, and
-            # Python cannot close a running generator: the reader stops after its next
-            # chunk, then it can be closed (its finally: runs).
-            reader.join(timeout)
-            response.close()
-        if reader.is_alive():
-            reader.join(timeout)
+        _close(response, reader, stop, timeout)
     return events if count is None else events[:count]
+
+
+def _check_event_stream(response: Any) -> None:
+    if response.mimetype != "text/event-stream":
+        # e.g. a 401 JSON error: an empty list would let a test pass for the wrong reason
+        body = response.get_data()[:200] if response.status_code != 200 else b""
+        response.close()
+        raise ValueError(
+            f"not an event stream: {response.status} {response.content_type!r} {body!r}"
+        )
+
+
+def _collect(chunks: queue.Queue[Any], events: list[Event], count: int | None,
+             timeout: float) -> None:
+    """Parse what the reader thread hands over until ``count`` events, the end, or
+    ``timeout`` seconds with nothing new."""
+    parser = EventParser()
+    deadline = time.monotonic() + timeout
+    while count is None or len(events) < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            item = chunks.get(timeout=remaining)
+        except queue.Empty:
+            return
+        if item is _DONE:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        new = parser.feed(item)
+        if new:
+            events.extend(new)
+            deadline = time.monotonic() + timeout  # the timeout is "nothing new"
+
+
+def _close(response: Any, reader: threading.Thread, stop: threading.Event,
+           timeout: float) -> None:
+    # In this thread (the one that pushed the request context): closing ends the stream,
+    # which wakes the reader thread if it is blocked on the next chunk.
+    stop.set()
+    try:
+        response.close()
+    except ValueError:
+        # A plain generator (not @sse_stream) is running in the reader thread, and Python
+        # cannot close a running generator: the reader stops after its next chunk, then
+        # it can be closed (its finally: runs).
+        reader.join(timeout)
+        response.close()
+    if reader.is_alive():
+        reader.join(timeout)

@@ -52,7 +52,33 @@ talking to the chat blueprint):
     reads the request and sends nothing at all until the client goes away.
 ``status_<code>``
     e.g. ``status_500``, ``status_401``, ``status_429``: that status with an OpenAI-style
-    JSON error body (``{"error": {"message", "type", "param", "code"}}``).
+    JSON error body (``{"error": {"message", "type", "param", "code"}}``), and a
+    ``Retry-After: <retry_after>`` header when ``retry_after`` is set.
+``retry_<code>``
+    the first ``fail_times`` requests in this mode get ``status_<code>``, later ones
+    ``ok``: a server that recovers, for retries.
+``reset``
+    the first piece, then a TCP reset (``SO_LINGER`` 0): a failure after the first byte.
+``hold``
+    the first piece, then nothing until :meth:`FakeOpenAI.release` (or the client goes
+    away), then the rest: many streams open at once.
+``raw``
+    the bytes of ``raw_chunks`` as they are, one HTTP chunk each: any body, any split.
+``reasoning_content``, ``reasoning``
+    ``reasoning_pieces`` as ``delta.reasoning_content`` (DeepSeek, LiteLLM) or
+    ``delta.reasoning`` (vLLM, Ollama), then the pieces as ``delta.content``.
+``reasoning_only``
+    only ``delta.reasoning`` pieces, then ``finish_reason: "stop"``: a reply that is all
+    thinking.
+``tool_call``, ``tool_calls``
+    the first (``tool_call``) or the first two (``tool_calls``) of ``tool_calls``
+    (``[{"name", "arguments"}]``) as ``delta.tool_calls`` fragments: the id and name
+    first, the JSON arguments in pieces of ``argument_chunk`` characters, two calls'
+    fragments interleaved by ``index``; ``finish_reason: "tool_calls"``. A request whose
+    last message is a ``tool`` message gets text instead: ``"The tool said: "`` and the
+    tool messages' contents.
+``tools_forever``
+    a tool call whatever the messages: a model that never stops calling tools.
 
 Streams detect a client that hangs up promptly: between chunks the handler waits on the
 socket with ``select`` (EOF wakes it at once), and a failed write counts too. Every such
@@ -69,6 +95,7 @@ import select
 import signal
 import socket
 import socketserver
+import struct
 import sys
 import threading
 import time
@@ -77,6 +104,21 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+
+try:
+    from .fake_openai_parts import (
+        DEFAULT_REASONING,
+        DEFAULT_TOOL_CALLS,
+        PARTS_MODES,
+        PartsModes,
+    )
+except ImportError:  # run as a script: python tests/fake_openai.py
+    from fake_openai_parts import (  # type: ignore[no-redef]
+        DEFAULT_REASONING,
+        DEFAULT_TOOL_CALLS,
+        PARTS_MODES,
+        PartsModes,
+    )
 
 DEFAULT_PIECES = ["Hello", " from", " the", " fake", " OpenAI", " server", " — ", "café", "!"]
 
@@ -92,6 +134,11 @@ MODES = (
     "hang",
     "hang_before_headers",
     "status_<code>",
+    "retry_<code>",
+    "reset",
+    "hold",
+    "raw",
+    *PARTS_MODES,
 )
 
 MIDSTREAM_ERROR_MESSAGE = "The model crashed while generating (fake error)"
@@ -120,6 +167,7 @@ class _Stats:
     open_streams: int = 0
     closed_by_client: int = 0
     completed: int = 0
+    accepted: int = 0
     connections: set[socket.socket] = field(default_factory=set)
 
 
@@ -131,6 +179,7 @@ def split_words(text: str) -> list[str]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # a thousand clients may connect at once
     fake: FakeOpenAI
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -147,7 +196,7 @@ class _Server(ThreadingHTTPServer):
         self.server_port = int(port)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(PartsModes, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     _chunked = True
     server: _Server
@@ -156,8 +205,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        # as model servers do: without it each small write after the first waits for the
+        # client's delayed ACK (40 ms)
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.server.fake._cond:
             self.server.fake._stats.connections.add(self.connection)
+            self.server.fake._stats.accepted += 1
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
@@ -229,6 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        if status >= 400 and self.fake.retry_after is not None:
+            self.send_header("Retry-After", self.fake.retry_after)
         self.end_headers()
         self.wfile.write(payload)
 
@@ -262,6 +318,15 @@ class _Handler(BaseHTTPRequestHandler):
         if status:
             self._send_status_error(int(status.group(1)))
             return
+        retry = re.fullmatch(r"retry_(\d{3})", mode)
+        if retry:
+            with self.fake._cond:
+                self.fake._failed += 1
+                failing = self.fake._failed <= self.fake.fail_times
+            if failing:
+                self._send_status_error(int(retry.group(1)))
+                return
+            mode = "ok"
         if not body.get("stream"):
             self._send_completion(body)
             return
@@ -394,6 +459,15 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             raise ClientGone
 
+        if mode == "raw":
+            for payload in fake.raw_chunks:
+                self._send_chunk(payload)
+            self._end()
+            return
+        if mode in PARTS_MODES:
+            self._send_event(self._chunk(stream_id, model, {"role": "assistant", "content": ""}))
+            self._stream_parts(body, mode, stream_id)
+            return
         pieces = list(fake.pieces)
         delay = fake.delay
         if mode == "slow":
@@ -407,6 +481,12 @@ class _Handler(BaseHTTPRequestHandler):
             if delay and i:
                 self._check_alive(delay)
             self._send_event(self._chunk(stream_id, model, {"content": piece}))
+            if mode == "reset" and i == 0:
+                self._reset()
+                return
+            if mode == "hold" and i == 0:
+                while not fake._released.wait(_POLL):
+                    self._check_alive()
             if mode == "garbage":
                 self._send_event("this is {not json")
                 self._send_event("[DONE]")
@@ -428,6 +508,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         finish = mode if mode in ("length", "content_filter") else "stop"
+        self._finish_stream(body, stream_id, model, finish, pieces)
+
+    def _finish_stream(self, body: dict[str, Any], stream_id: str, model: Any,
+                       finish: str, pieces: list[str]) -> None:
+        """The ``finish_reason`` chunk, the usage chunk if asked for, ``[DONE]``, the end."""
         self._send_event(self._chunk(stream_id, model, {}, finish=finish))
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage"):
@@ -437,6 +522,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_event(usage_chunk)
         self._send_event("[DONE]")
         self._end()
+
+    def _reset(self) -> None:
+        """Abort the connection with a TCP RST (the client reads ECONNRESET)."""
+        with self.fake._cond:
+            self.fake._stats.completed += 1
+            self.fake._cond.notify_all()
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            self.connection.close()
 
     def _end(self) -> None:
         """Count the stream as complete, then end the chunked body.
@@ -475,11 +572,17 @@ class FakeOpenAI:
     ``pieces``: the reply's text pieces (``"".join(pieces)`` is the reply); ``delay``:
     seconds between pieces; ``mode``: the default mode (see the module docstring);
     ``fail_after``: pieces sent before ``error_midstream``/``drop``/``drop_eof`` fail;
-    ``slow_pieces``: how many pieces ``slow`` sends; ``port``: 0 picks a free one.
+    ``slow_pieces``: how many pieces ``slow`` sends; ``fail_times``: how many requests a
+    ``retry_<code>`` mode fails; ``retry_after``: the ``Retry-After`` header of error
+    answers (None: none); ``reasoning_pieces``, ``tool_calls`` (``[{"name",
+    "arguments"}]``) and ``argument_chunk`` (characters per arguments fragment): what the
+    reasoning and tool modes send; ``raw_chunks``: the body of ``raw``; ``port``: 0 picks
+    a free one.
 
     Attributes: ``base_url`` (``http://127.0.0.1:PORT/v1``), ``port``, ``requests`` (the
-    :class:`RecordedRequest` list), ``open_streams``, ``closed_by_client``, ``completed``.
-    ``mode``, ``pieces`` and ``delay`` may be changed between requests.
+    :class:`RecordedRequest` list, every request with its JSON ``body``),
+    ``open_streams``, ``closed_by_client``, ``completed``, ``connections_accepted``.
+    Every constructor argument may be changed as an attribute between requests.
     """
 
     def __init__(
@@ -490,6 +593,12 @@ class FakeOpenAI:
         *,
         fail_after: int = 2,
         slow_pieces: int = 400,
+        fail_times: int = 1,
+        retry_after: str | None = None,
+        reasoning_pieces: list[str] | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+        argument_chunk: int = 3,
+        raw_chunks: list[bytes] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         verbose: bool = False,
@@ -499,7 +608,17 @@ class FakeOpenAI:
         self.mode = mode
         self.fail_after = fail_after
         self.slow_pieces = slow_pieces
+        self.fail_times = fail_times
+        self.retry_after = retry_after
+        self.reasoning_pieces = list(DEFAULT_REASONING if reasoning_pieces is None
+                                     else reasoning_pieces)
+        self.tool_calls = list(DEFAULT_TOOL_CALLS if tool_calls is None else tool_calls)
+        self.argument_chunk = argument_chunk
+        self.raw_chunks = list(raw_chunks or [])
         self.verbose = verbose
+        self._failed = 0
+        self._call_seq = 0
+        self._released = threading.Event()
         self.requests: list[RecordedRequest] = []
         self._cond = threading.Condition()
         self._stats = _Stats()
@@ -540,6 +659,12 @@ class FakeOpenAI:
         with self._cond:
             return self._stats.completed
 
+    @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted so far (keep-alive reuses one for many requests)."""
+        with self._cond:
+            return self._stats.accepted
+
     def wait_closed(self, timeout: float = 5.0, count: int = 1) -> bool:
         """Wait until ``count`` streams in all were closed by the client; False on timeout."""
         with self._cond:
@@ -559,6 +684,10 @@ class FakeOpenAI:
         """Wait until ``count`` requests in all were received; False on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self.requests) >= count, timeout)
+
+    def release(self) -> None:
+        """Let every ``hold`` stream (those waiting and those to come) go on to its end."""
+        self._released.set()
 
     def stop(self) -> None:
         """Stop serving and drop every connection, even those of hanging handlers."""

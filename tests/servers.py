@@ -98,6 +98,10 @@ def gunicorn_server(
         cmd += ["-c", str(ROOT / config)]
     if worker_class is None and not config:
         worker_class = "gevent"
+    if not config:
+        # gunicorn >= 24 opens a control socket at one fixed path per user: servers
+        # started at once would take it from each other (our config turns it off)
+        args = ("--no-control-socket", *args)
     if worker_class is not None:
         cmd += ["-k", worker_class]
     cmd += ["-w", str(workers), "-b", f"127.0.0.1:{port}", *args, app]

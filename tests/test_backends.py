@@ -1,5 +1,5 @@
 """Tests of the chat backends: the demo backend, and the OpenAI backend against a real
-(fake) OpenAI-compatible server on loopback. Real sockets and the real ``openai`` SDK;
+(fake) OpenAI-compatible server on loopback. Real sockets and the real httpx client;
 nothing is mocked. Timeouts in here only guard against hangs, they measure nothing."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -26,7 +27,6 @@ from flask_sse_stream.chat.backends import (  # noqa: E402
     BackendError,
     ChatBackend,
     DemoBackend,
-    Finish,
     OpenAIBackend,
     Usage,
 )
@@ -39,7 +39,7 @@ def user(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
-def split(items: Sequence[str | Usage | Finish]) -> tuple[list[str], list[Usage]]:
+def split(items: Sequence[Any]) -> tuple[list[str], list[Usage]]:
     texts = [p for p in items if isinstance(p, str)]
     usages = [p for p in items if isinstance(p, Usage)]
     return texts, usages
@@ -292,14 +292,17 @@ def test_openai_garbage(fake: FakeOpenAI, backend: OpenAIBackend) -> None:
     assert "malformed" in str(error)
 
 
-@pytest.mark.parametrize("status", [500, 401, 429, 404])
-def test_openai_http_status_errors(fake: FakeOpenAI, backend: OpenAIBackend, status: int) -> None:
+@pytest.mark.parametrize(("status", "attempts"), [(500, 3), (401, 1), (429, 3), (404, 1)])
+def test_openai_http_status_errors(
+    fake: FakeOpenAI, backend: OpenAIBackend, status: int, attempts: int
+) -> None:
     fake.mode = f"status_{status}"
+    fake.retry_after = "0"  # retried at once: the retry tests check the waits
     seen, error = consume(backend, user("x"))
     assert seen == []
     assert error.status_code == status
     assert str(status) in str(error)
-    assert len(fake.requests) == 1  # no retries
+    assert len(fake.requests) == attempts  # 5xx and 429 are retried (max_retries=2), not 4xx
 
 
 def test_openai_error_messages_hide_the_api_key(fake: FakeOpenAI) -> None:
@@ -313,6 +316,7 @@ def test_openai_error_messages_hide_the_api_key(fake: FakeOpenAI) -> None:
 
 
 def test_openai_per_request_mode_via_message(fake: FakeOpenAI, backend: OpenAIBackend) -> None:
+    fake.retry_after = "0"  # the 500 is retried at once
     _, error = consume(backend, user("mode:status_500 please fail"))
     assert error.status_code == 500
     texts, _ = split(list(backend.stream(user("fine"))))
@@ -320,7 +324,8 @@ def test_openai_per_request_mode_via_message(fake: FakeOpenAI, backend: OpenAIBa
 
 
 def test_openai_unreachable_server() -> None:
-    b = OpenAIBackend(base_url=f"http://127.0.0.1:{closed_port()}/v1", connect_timeout=2)
+    b = OpenAIBackend(base_url=f"http://127.0.0.1:{closed_port()}/v1", connect_timeout=2,
+                      max_retries=0)  # retries: tests/test_backend_upstream.py
     started = time.monotonic()
     seen, error = consume(b, user("x"))
     assert seen == []
@@ -452,16 +457,16 @@ def test_openai_greenlet_kill_closes_upstream(fake: FakeOpenAI, mode: str) -> No
 
 
 # ---------------------------------------------------------------------------------------
-# The openai package is optional
+# httpx (the openai extra) is optional
 # ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow  # a subprocess
-def test_module_imports_without_openai() -> None:
+def test_module_imports_without_httpx() -> None:
     script = textwrap.dedent(
         """
         import sys
-        sys.modules["openai"] = None  # makes `import openai` raise ImportError
+        sys.modules["httpx"] = None  # makes `import httpx` raise ImportError
         from flask_sse_stream.chat.backends import DemoBackend, OpenAIBackend
         assert "".join(p for p in DemoBackend(delay=0).stream([]) if isinstance(p, str))
         try:

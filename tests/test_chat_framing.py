@@ -17,8 +17,10 @@ from flask_sse_stream.chat import (
     create_openai_blueprint,
 )
 from flask_sse_stream.chat.entries import parse_entries, parse_entry
-from flask_sse_stream.chat.protocols.ai_sdk import UIMessageFramer, ui_messages
-from flask_sse_stream.chat.protocols.openai import CompletionChunkFramer, openai_messages
+from flask_sse_stream.chat.protocols.ai_sdk import FollowerSink
+from flask_sse_stream.chat.protocols.ai_sdk_messages import ui_messages
+from flask_sse_stream.chat.protocols.ai_sdk_stream import UIMessageFramer
+from flask_sse_stream.chat.protocols.openai_chat import ChatChunkFramer
 from flask_sse_stream.chat.service import GenerationCaps
 from flask_sse_stream.chat.validation import ChatInputError, ChatLimits
 from flask_sse_stream.wire.event import Event
@@ -41,50 +43,11 @@ def test_entries_read_back_exactly() -> None:
     assert parse_entries(piece + close)[1].close
 
 
-class CountingFramer(UIMessageFramer):
-    calls = 0
-
-    def frame_entry(self, entry: Any) -> bytes:
-        CountingFramer.calls += 1
-        return super().frame_entry(entry)
-
-
-def test_a_shared_framer_frames_each_entry_once_for_all_followers() -> None:
-    framer = CountingFramer()
-    chunk = encode_entry("abcdefgh", 1, {"content": "hi"}, None)
-    outs = {framer.frame(bytes(chunk)) for _ in range(50)}  # 50 followers, equal bytes
-    outs.add(framer.frame_many(chunk))
-    assert CountingFramer.calls == 1 and len(outs) == 1
-
-
-def test_ui_message_framing_of_every_ending() -> None:
-    framer = UIMessageFramer()
-
-    def chunks(*entries: bytes) -> list[Any]:
-        raw = framer.opening("sid") + framer.frame_many(b"".join(entries))
-        return [e.data if e.data == "[DONE]" else json.loads(e.data) for e in parse(raw).events]
-
-    text = encode_entry("s", 1, {"content": "a"}, None)
-    usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
-    ok = chunks(text, encode_entry("s", 2, {"finish_reason": "content_filter",
-                                             "usage": usage}, "close"))
-    assert ok == [{"type": "start", "messageId": "sid"}, {"type": "text-start", "id": "text-0"},
-                  {"type": "text-delta", "id": "text-0", "delta": "a"},
-                  {"type": "text-end", "id": "text-0"},
-                  {"type": "finish", "finishReason": "content-filter",
-                   "messageMetadata": {"usage": usage}}, "[DONE]"]
-    failed = chunks(encode_entry("s", 1, {"finish_reason": "error", "error": "boom"}, "close"))
-    assert failed[1:] == [{"type": "error", "errorText": "boom"},
-                          {"type": "finish", "finishReason": "error"}, "[DONE]"]
-    stopped = chunks(text, encode_entry("s", 2, {"finish_reason": "cancelled"}, "close"))
-    assert stopped[-2:] == [{"type": "abort", "reason": "cancelled"}, "[DONE]"]
-
-
 def test_openai_chunks_carry_no_id_field_and_end_with_done() -> None:
-    framer = CompletionChunkFramer("chatcmpl-x", "m", include_usage=True)
-    raw = framer.opening("s") + framer.frame_many(
+    framer = ChatChunkFramer("chatcmpl-x", "m", include_usage=True)
+    raw = framer.opening() + b"".join(framer.frame(entry) for entry in parse_entries(
         encode_entry("s", 1, {"content": "hi"}, None)
-        + encode_entry("s", 2, {"finish_reason": "length"}, "close"))
+        + encode_entry("s", 2, {"finish_reason": "length"}, "close")))
     events = parse(raw).events
     assert all(e.last_event_id == "" for e in events)
     assert events[-1].data == "[DONE]"
@@ -123,18 +86,6 @@ def test_bad_ui_messages_are_refused(value: Any) -> None:
     with pytest.raises(ChatInputError) as info:
         ui_messages(value, LIMITS)
     assert info.value.status in (400, 413)
-
-
-def test_openai_messages_map_developer_and_parts() -> None:
-    assert openai_messages([
-        {"role": "developer", "content": "rules"},
-        {"role": "user", "content": [{"type": "text", "text": "hi "},
-                                     {"type": "image_url", "image_url": {"url": "x"}},
-                                     {"type": "text", "text": "there"}]},
-        {"role": "assistant", "content": None, "tool_calls": []},
-        {"role": "tool", "content": "42", "tool_call_id": "t"},
-    ], LIMITS) == [{"role": "system", "content": "rules"},
-                   {"role": "user", "content": "hi there"}]
 
 
 def test_caps_count_per_caller_and_in_total() -> None:
@@ -185,15 +136,37 @@ def test_a_batch_handed_over_at_once_is_framed_entry_by_entry() -> None:
     """The Redis reader hands a burst of log entries to a follower as one chunk: every
     entry in it must reach an AI SDK client (found by the chaos run: words missing from
     replies resumed during bursts)."""
-    from flask_sse_stream.chat.protocols.framing import FramingSink
     from flask_sse_stream.runtime.threads import ThreadMailbox
 
     inner = ThreadMailbox(10)
-    mailbox = FramingSink(inner, UIMessageFramer())
+    sink = FollowerSink(inner, UIMessageFramer().follower())
+    assert sink.begin(b"") == b""
     batch = b"".join(encode_entry("s", n, {"content": w}, None)
                      for n, w in enumerate(["one ", "two ", "three"], start=1))
-    assert mailbox.offer(batch)
+    assert sink.offer(batch)
     framed = b"".join(inner.take(0) or [])
     deltas = [json.loads(e.data)["delta"] for e in parse(framed).events
               if json.loads(e.data).get("type") == "text-delta"]
     assert deltas == ["one ", "two ", "three"]
+
+
+def test_live_entries_handed_over_before_the_prelude_is_framed_come_after_it() -> None:
+    """The Redis store may hand a follower live entries while it still reads the replay;
+    the AI SDK follower frames each entry after the one before, so they wait for the
+    prelude: one text run, in log order, opened once."""
+    from flask_sse_stream.runtime.threads import ThreadMailbox
+
+    inner = ThreadMailbox(10)
+    sink = FollowerSink(inner, UIMessageFramer().follower())
+    words = ["zero ", "one ", "two ", "three"]
+    entries = [encode_entry("s", n, {"content": w}, None) for n, w in enumerate(words, 1)]
+    assert sink.offer(entries[2]) and sink.offer(entries[3])  # live, before the prelude
+    assert inner.take(0) is None  # held, not framed yet
+    body = sink.begin(entries[0] + entries[1]) + b"".join(inner.take(0) or [])
+    chunks = [json.loads(e.data) for e in parse(body).events]
+    assert [c["type"] for c in chunks] == ["text-start", *["text-delta"] * 4]
+    assert "".join(c["delta"] for c in chunks[1:]) == "".join(words)
+    assert sink.offer(encode_entry("s", 5, {"finish_reason": "stop"}, "close"))
+    end = [e.data if e.data == "[DONE]" else json.loads(e.data)["type"]
+           for e in parse(b"".join(inner.take(0) or [])).events]
+    assert end == ["text-end", "finish-step", "finish", "[DONE]"]

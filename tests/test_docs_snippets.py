@@ -178,6 +178,27 @@ def check_chat(ns: dict[str, Any]) -> None:
     assert {"/chat/stream", "/chat/stream/<sse_any:stream_id>"} <= rules
 
 
+def check_parts(ns: dict[str, Any]) -> None:
+    client = ns["app"].test_client()
+    events = read_events(client.post("/chat/stream", json={"message": "weather?"},
+                                     buffered=False))
+    kinds = [e.event or "message" for e in events]
+    assert kinds == ["reasoning", "reasoning", "tool-call", "tool-result", "source", "data",
+                     "message", "close"]
+    assert json.loads(events[2].data) == {"id": "call_1", "name": "get_weather",
+                                          "arguments": {"city": "Paris"}}
+    assert json.loads(events[-1].data) == {"finish_reason": "stop"}
+
+
+def check_tools(ns: dict[str, Any]) -> None:
+    tools = {tool.name: tool for tool in ns["backend"].tools}
+    schema = tools["get_weather"].schema()["function"]
+    assert schema["description"] == "The current weather in a city."
+    assert schema["parameters"]["required"] == ["city"]
+    assert schema["parameters"]["properties"]["unit"]["enum"] == ["celsius", "fahrenheit"]
+    assert tools["get_weather"].server_side and not tools["get_location"].server_side
+
+
 def check_countdown(ns: dict[str, Any]) -> None:
     client = ns["app"].test_client()
     response = client.get("/countdown", buffered=False)
@@ -267,6 +288,8 @@ def check_metrics(ns: dict[str, Any]) -> None:
 
 
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "parts": check_parts,
+    "tools": check_tools,
     "metrics": check_metrics,
     "ai_sdk": check_ai_sdk,
     "cors": check_cors,

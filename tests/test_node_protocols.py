@@ -46,8 +46,8 @@ def test_ai_sdk_and_openai_npm_clients() -> None:
 
     stop = result["stop"]
     assert stop["deleted"] == 204
-    assert stop["types"][:2] == ["start", "text-start"]
-    assert stop["types"][-2:] == ["text-end", "abort"]
+    assert stop["types"][:3] == ["start", "start-step", "text-start"]
+    assert stop["types"][-3:] == ["text-end", "finish-step", "abort"]
 
     oa = result["openai"]
     expected = demo_reply("hello from the openai npm package")

@@ -3,8 +3,13 @@
 // sends the conversation so far as `messages` (user and assistant turns); GET can only put
 // the last message in its URL. Both expose the same events, so one Exchange class drives
 // either:
-//   message  {"content": "..."}                      -> append to the reply
-//   close    {"finish_reason": ..., "error"?: ...}   -> the reply is over: close the source
+//   message     {"content": "..."}                   -> append to the reply
+//   reasoning   {"content": "..."}                   -> append to the folded reasoning above it
+//   tool-call   {"id", "name", "arguments"}          -> a tool card with its arguments
+//   tool-result {"id", "result"} / {"id", "error"}   -> that card's result (or error)
+//   source      {"url", "title"}                     -> a link under the reply
+//   data        {"name", "data"}                     -> an app-defined value, shown as JSON
+//   close       {"finish_reason": ..., "error"?: ...} -> the reply is over: close the source
 //   error    readyState CONNECTING: reconnecting (it resumes with Last-Event-ID)
 //            readyState CLOSED: failed for good (HTTP error, or 204 "nothing more")
 // Everything the model or the user wrote is put on the page with textContent / Text nodes,
@@ -65,6 +70,26 @@ function parseJSON(text) {
   }
 }
 
+/** JSON for people: indented, and text as it is. */
+function pretty(value) {
+  if (typeof value === "string") return value;
+  try {
+    return JSON.stringify(value, null, 2) ?? "null";
+  } catch {
+    return String(value);
+  }
+}
+
+/** An http(s) URL a link may point to, else "" (a model's "javascript:" stays text). */
+function safeUrl(value) {
+  try {
+    const url = new URL(String(value));
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : "";
+  } catch {
+    return "";
+  }
+}
+
 function element(tag, className, text) {
   const el = document.createElement(tag);
   if (className) el.className = className;
@@ -115,13 +140,30 @@ class Exchange {
     this.info = element("span", "info", "");
     meta.append(this.info);
 
+    // Reasoning folds above the reply; tool calls follow it; the reply's text, then its
+    // sources and data. Parts appear only when the backend sends them.
+    this.reasoning = element("details", "reasoning");
+    this.reasoning.hidden = true;
+    this.reasoningLabel = element("summary", "", "Thinking…");
+    this.reasoningText = document.createTextNode("");
+    const reasoningBody = element("p", "reasoning-text");
+    reasoningBody.append(this.reasoningText);
+    this.reasoning.append(this.reasoningLabel, reasoningBody);
+    this.tools = element("ol", "tools");
+    this.tools.hidden = true;
+    this.toolCards = new Map();
+
     this.reply = element("p", "bubble reply");
     this.reply.id = "reply";
     this.reply.setAttribute("aria-busy", "true");
     this.text = document.createTextNode("");
     this.reply.append(this.text);
     this.reply.dataset.state = "streaming";
-    assistant.append(meta, this.reply);
+    this.extras = element("div", "extras");
+    this.sources = element("ul", "sources");
+    this.sources.hidden = true;
+    this.extras.append(this.sources);
+    assistant.append(meta, this.reasoning, this.tools, this.reply, this.extras);
 
     ui.transcript.append(user, assistant);
     followScroll(wasAtBottom);
@@ -148,6 +190,11 @@ class Exchange {
     const s = this.source;
     s.addEventListener("open", () => this.onOpen());
     s.addEventListener("message", (e) => this.onPiece(e));
+    s.addEventListener("reasoning", (e) => this.onPart(e, (d) => this.addReasoning(d)));
+    s.addEventListener("tool-call", (e) => this.onPart(e, (d) => this.addToolCall(d)));
+    s.addEventListener("tool-result", (e) => this.onPart(e, (d) => this.addToolResult(d)));
+    s.addEventListener("source", (e) => this.onPart(e, (d) => this.addSource(d)));
+    s.addEventListener("data", (e) => this.onPart(e, (d) => this.addData(d)));
     s.addEventListener("close", (e) => this.onClose(e));
     s.addEventListener("error", (e) => this.onError(e));
   }
@@ -185,9 +232,85 @@ class Exchange {
     if (typeof piece === "string") {
       const wasAtBottom = atBottom();
       this.text.appendData(piece); // a Text node: never parsed as HTML
+      this.foldReasoning();
       followScroll(wasAtBottom);
     }
     this.update();
+  }
+
+  /** A part event: checked like a piece (replays and gaps), then shown by `show`. */
+  onPart(e, show) {
+    if (this.done || !this.accept(e)) return this.update();
+    const data = parseJSON(e.data);
+    if (data && typeof data === "object") {
+      const wasAtBottom = atBottom();
+      show(data);
+      followScroll(wasAtBottom);
+    }
+    this.update();
+  }
+
+  addReasoning(data) {
+    if (typeof data.content !== "string") return;
+    this.reasoning.hidden = false;
+    this.reasoningText.appendData(data.content);
+  }
+
+  /** The reply's text has begun (or the reply ended): the reasoning is done. */
+  foldReasoning() {
+    if (this.reasoning.hidden || this.reasoning.dataset.done) return;
+    this.reasoning.dataset.done = "true";
+    const words = this.reasoningText.data.trim().split(/\s+/).filter(Boolean).length;
+    this.reasoningLabel.textContent = `Reasoning (${words} ${words === 1 ? "word" : "words"})`;
+  }
+
+  addToolCall(data) {
+    const id = String(data.id ?? "");
+    const card = element("li", "tool");
+    card.dataset.toolId = id;
+    card.dataset.state = "running";
+    const head = element("p", "tool-head");
+    head.append(element("span", "tool-name", String(data.name ?? "tool")),
+      element("span", "tool-state", "running…"));
+    card.append(head, element("pre", "tool-args", pretty(data.arguments ?? {})));
+    this.tools.hidden = false;
+    this.tools.append(card);
+    this.toolCards.set(id, card);
+  }
+
+  addToolResult(data) {
+    const card = this.toolCards.get(String(data.id ?? ""));
+    if (!card) return;
+    const failed = typeof data.error === "string";
+    card.dataset.state = failed ? "error" : "done";
+    card.querySelector(".tool-state").textContent = failed ? "failed" : "done";
+    card.append(element("pre", failed ? "tool-error" : "tool-result",
+      failed ? data.error : pretty(data.result)));
+  }
+
+  addSource(data) {
+    const url = safeUrl(data.url);
+    const item = element("li", "source");
+    const label = String(data.title || data.url || "");
+    if (url) {
+      const link = element("a", "", label);
+      link.href = url;
+      link.rel = "noopener noreferrer";
+      link.target = "_blank";
+      item.append(link);
+    } else {
+      item.textContent = label; // not an http(s) URL: shown, never followed
+    }
+    this.sources.hidden = false;
+    this.sources.append(item);
+  }
+
+  addData(data) {
+    const box = element("div", "data-part");
+    box.dataset.name = String(data.name ?? "");
+    box.append(element("span", "data-name", String(data.name ?? "data")),
+      element("pre", "data-value", pretty(data.data)));
+    this.extras.append(box);
   }
 
   onClose(e) {
@@ -201,6 +324,8 @@ class Exchange {
       showError(info.error || "The reply failed.");
     } else if (info.finish_reason === "cancelled") {
       this.finish("stopped", "stopped (cancelled on the server)");
+    } else if (info.finish_reason === "tool_calls") {
+      this.finish("done", "done: the model asks this page to run a tool");
     } else {
       this.finish("done", "done");
     }
@@ -265,6 +390,15 @@ class Exchange {
 
   finish(state, text) {
     this.done = true;
+    this.foldReasoning();
+    for (const card of this.toolCards.values()) {
+      if (card.dataset.state === "running") {
+        // no result came: a client-side tool (finish_reason "tool_calls"), or stopped
+        card.dataset.state = "waiting";
+        card.querySelector(".tool-state").textContent =
+          this.reply.dataset.finishReason === "tool_calls" ? "for the client to run" : "no result";
+      }
+    }
     // The turn joins the conversation if the user got a reply (whole or stopped part).
     const reply = this.text.data;
     if (state !== "error" && reply.trim()) {

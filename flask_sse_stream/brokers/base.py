@@ -11,6 +11,7 @@ from ..errors import BrokerError
 from ..metrics import Counters
 from ..runtime import Sink, hand_off
 from ..wire.event import compact_json, encode_message
+from .presence import Presence
 
 __all__ = ["Broker", "BrokerError", "Subscription", "reset_event", "valid_channel"]
 
@@ -34,9 +35,11 @@ class Subscription:
     events (a reset, then the replayed history), already encoded. ``position`` is the id
     of the last event the prelude covers, or of the channel's last event when the
     subscription began (None: the channel has none): resuming from it misses nothing,
-    even if this subscription never gets an event (multi-channel streams need it)."""
+    even if this subscription never gets an event (multi-channel streams need it).
+    ``origin`` is where the client stands before the prelude when it did not say
+    (``?last=N``: the id before the first of the newest N), else None."""
 
-    __slots__ = ("_unsubscribe", "channel", "counters", "position", "prelude", "sink")
+    __slots__ = ("_unsubscribe", "channel", "counters", "origin", "position", "prelude", "sink")
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class Subscription:
         self.sink = sink
         self.prelude = prelude
         self.position: str | None = None
+        self.origin: str | None = None
         self.counters = counters
         self._unsubscribe = unsubscribe
 
@@ -65,10 +69,12 @@ class Broker(ABC):
     """A channel pub/sub with bounded per-channel history.
 
     Implementations encode each event once and hand the same bytes to every local
-    subscriber, and keep ``counters`` (see ``metrics.py``) up to date.
+    subscriber, keep ``counters`` (see ``metrics.py``) up to date, and tell ``presence``
+    of every subscription made and closed.
     """
 
     counters: Counters
+    presence: Presence
 
     @abstractmethod
     def publish(
@@ -78,15 +84,21 @@ class Broker(ABC):
 
     @abstractmethod
     def subscribe(
-        self, channel: str, sink: Sink, last_event_id: str | None = None
+        self, channel: str, sink: Sink, last_event_id: str | None = None,
+        newest: int | None = None,
     ) -> Subscription:
         """Register ``sink`` for live events of ``channel``; the returned subscription's
-        prelude holds the events after ``last_event_id`` (or a reset). Nothing published
-        after the replay's end is missed or doubled."""
+        prelude holds the events after ``last_event_id`` (or a reset), or without one the
+        channel's ``newest`` events (``?last=N``). Nothing published after the prelude's
+        end is missed or doubled."""
 
     @abstractmethod
     def subscriber_counts(self) -> dict[str, int]:
         """Local subscribers per channel in this process."""
+
+    def presence_count(self, channel: str) -> int:
+        """The streams subscribed to ``channel`` in every process sharing the broker."""
+        return self.presence.count(channel)
 
     def close(self) -> None:
         """Release connections and background readers."""

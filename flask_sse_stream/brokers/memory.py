@@ -26,6 +26,7 @@ from ..runtime import EventLoop, Sink, native_lock
 from ..wire.event import Event, encode_message
 from ..wire.numbers import ascii_int
 from .base import Broker, Subscription, reset_event
+from .presence import Presence
 
 __all__ = ["MemoryBroker"]
 
@@ -87,6 +88,7 @@ class _Channel:
 class MemoryBroker(Broker):
     def __init__(self, history_size: int = 1000, counters: Counters | None = None) -> None:
         self.counters = Counters() if counters is None else counters
+        self.presence = Presence()  # one process: the local counts are the counts
         self._history_size = history_size
         self._boot = format(time.time_ns() // 1000, "x")
         self._serial = itertools.count(1)
@@ -143,7 +145,8 @@ class MemoryBroker(Broker):
         return event_id
 
     def subscribe(
-        self, channel: str, sink: Sink, last_event_id: str | None = None
+        self, channel: str, sink: Sink, last_event_id: str | None = None,
+        newest: int | None = None,
     ) -> Subscription:
         loop = runtime.current().event_loop()
         with self._lock:
@@ -154,12 +157,19 @@ class MemoryBroker(Broker):
             # the current subscribers now, so the new one cannot get it twice.
             ch.flush_locked()
             prelude = b""
+            origin = None
             if last_event_id is not None:
                 self.counters.resumed += 1
                 prelude = self._replay(ch, last_event_id)
+            elif newest:
+                kept = list(itertools.islice(reversed(ch.history), newest))
+                prelude = b"".join(reversed(kept))
+                origin = f"{ch.prefix}-{ch.last_seq - len(kept)}"
             sub = Subscription(channel, sink, self._unsubscribe, prelude, self.counters)
             sub.position = f"{ch.prefix}-{ch.last_seq}"
+            sub.origin = origin
             ch.subscribers.add(sub)
+        self.presence.join(channel, sink)
         return sub
 
     def _replay(self, ch: _Channel, last_event_id: str) -> bytes:
@@ -181,6 +191,7 @@ class MemoryBroker(Broker):
         return reset_event(last_event_id, why) + b"".join(ch.history)
 
     def _unsubscribe(self, sub: Subscription) -> None:
+        self.presence.leave(sub.channel, sub.sink)
         with self._lock:
             ch = self._channels.get(sub.channel)
             if ch is None:

@@ -19,6 +19,10 @@ their replays read), live events are held back; then the replays are rewritten a
 queued in order, then the held events, and only then do the taps go live. From there on
 an event is rewritten when it is queued, and the queue is the wire order.
 
+Presence events (``brokers/presence.py``) have no id of their own; here they get the
+stream's cursor as it stands, so ``Last-Event-ID`` stays exact across them and the part
+before the first ``@`` names their channel, as for every event of the stream.
+
 Single-channel streams do not come here: their bytes are shared by every subscriber
 (encoded once) and carry the broker's own ids. The id format is ``wire/cursor.py``.
 """
@@ -65,6 +69,15 @@ class ChannelMerge:
             if not event:
                 continue
             lines = event.split(b"\n")
+            if lines[0] == b"event: presence" and not any(
+                line.startswith(b"id: ") for line in lines
+            ):
+                # not history: it leaves every position as it is, and carries the cursor
+                # so that its id names its channel first like every other event's
+                if channel in self.positions:
+                    lines.insert(1, b"id: " + format_cursor(channel, self.positions).encode())
+                out.append(b"\n".join(lines) + b"\n\n")
+                continue
             for i, line in enumerate(lines):
                 if line.startswith(b"id: "):
                     self.positions[channel] = line[4:].decode("utf-8")

@@ -25,10 +25,13 @@ from typing import Any
 from ..metrics import Counters
 from ..redis.ids import text
 from ..redis.log import RedisLog
+from ..redis.presence import RedisCensus
 from ..redis.reader import Follower
+from ..redis.recent import newest as newest_entries
 from ..runtime import Sink
 from ..wire.event import Event, data_text, encode_message
 from .base import Broker, Subscription, reset_event
+from .presence import Presence
 
 __all__ = ["RedisBroker"]
 
@@ -88,6 +91,7 @@ class RedisBroker(Broker):
         self.maxlen = max(history_size, 1)
         self.key_prefix = key_prefix
         self.log = RedisLog.open(url, connect_timeout=connect_timeout, timeout=timeout)
+        self.presence = Presence(RedisCensus(self.log, key_prefix))
 
     def key(self, channel: str) -> str:
         return self.key_prefix + channel
@@ -110,16 +114,21 @@ class RedisBroker(Broker):
         return entry_id
 
     def follow(
-        self, channel: str, sink: Sink, last_event_id: str | None = None
-    ) -> tuple[Follower, bytes]:
+        self, channel: str, sink: Sink, last_event_id: str | None = None,
+        newest: int | None = None,
+    ) -> tuple[Follower, bytes, str | None]:
         """Follow one channel into ``sink``: the follower (``self.log.reader.leave`` it
-        when done) and the prelude to send first (a reset, then the replay)."""
+        when done), the prelude to send first (a reset, then the replay; or the newest
+        entries) and, for the newest, the id before them (see ``Subscription.origin``)."""
         reader = self.log.reader
         key = self.key(channel)
-        cursor = Follower(sink, replaying=last_event_id is not None, counters=self.counters)
+        replaying = last_event_id is not None or bool(newest)
+        cursor = Follower(sink, replaying=replaying, counters=self.counters)
         reader.join(key, cursor, ChannelCodec, self.maxlen)
         if last_event_id is None:
-            return cursor, b""
+            if not newest:
+                return cursor, b"", None
+            return self._newest(cursor, key, newest)
         try:
             replay = self.log.replay(key, last_event_id)
         except BaseException:
@@ -133,20 +142,39 @@ class RedisBroker(Broker):
         reader.go_live(cursor, replay.end)
         if replay.end is not None:
             cursor.position = replay.end
-        return cursor, prelude
+        return cursor, prelude, None
+
+    def _newest(self, cursor: Follower, key: str, count: int) -> tuple[Follower, bytes, str]:
+        """The same seam as a replay's: the cursor joined first (live entries held), the
+        newest entries are read, and only held entries after them are handed over."""
+        reader = self.log.reader
+        try:
+            entries, before = newest_entries(self.log, key, count)
+        except BaseException:
+            reader.leave(cursor)
+            raise
+        end = entries[-1][0] if entries else None
+        reader.go_live(cursor, end)
+        if end is not None:
+            cursor.position = end
+        return cursor, b"".join(_encode_entry(i, fields) for i, fields in entries), before
 
     def subscribe(
-        self, channel: str, sink: Sink, last_event_id: str | None = None
+        self, channel: str, sink: Sink, last_event_id: str | None = None,
+        newest: int | None = None,
     ) -> Subscription:
-        follower, prelude = self.follow(channel, sink, last_event_id)
+        follower, prelude, origin = self.follow(channel, sink, last_event_id, newest)
         sub = _RedisSubscription(
             channel, sink, self._unsubscribe, prelude, self.counters, follower=follower
         )
         sub.position = follower.position
+        sub.origin = origin
+        self.presence.join(channel, sink)
         return sub
 
     def _unsubscribe(self, sub: Subscription) -> None:
         assert isinstance(sub, _RedisSubscription)
+        self.presence.leave(sub.channel, sub.sink)
         self.log.reader.leave(sub.follower)
 
     def subscriber_counts(self) -> dict[str, int]:

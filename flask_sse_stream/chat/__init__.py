@@ -2,7 +2,7 @@
 protocol, the Vercel AI SDK's UI message stream and OpenAI Chat Completions, all over
 one resumable, cancellable generation log."""
 
-from .backends import BackendError, ChatBackend, DemoBackend, OpenAIBackend
+from .backends import BackendError, ChatBackend, DemoBackend, OpenAIBackend, Tool
 from .parts import Data, Finish, Reasoning, Source, ToolCall, ToolResult, Usage
 from .protocols.ai_sdk import create_ai_sdk_blueprint
 from .protocols.native import create_chat_blueprint
@@ -19,6 +19,7 @@ __all__ = [
     "OpenAIBackend",
     "Reasoning",
     "Source",
+    "Tool",
     "ToolCall",
     "ToolResult",
     "Usage",

@@ -156,12 +156,21 @@ class _Gevent:
 
     def call_with_timeout(self, seconds: float, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` in this greenlet and return its result, or raise ``TimeoutError``
-        after ``seconds`` (interrupting it wherever it waits cooperatively)."""
+        after ``seconds`` (interrupting it wherever it waits cooperatively).
+
+        What interrupts ``fn`` is the ``gevent.Timeout`` itself, a ``BaseException``: an
+        ``except Exception`` in ``fn`` (a tool retrying its request) cannot swallow the
+        deadline. It becomes ``TimeoutError`` only once out of ``fn``."""
+        timer = Timeout(seconds)
+        timer.start()
         try:
-            with Timeout(seconds, TimeoutError(f"did not finish within {seconds:g} s")):
-                return fn()
-        except Timeout as exc:  # pragma: no cover - raised as TimeoutError above
-            raise TimeoutError(str(exc)) from None
+            return fn()
+        except Timeout as exc:
+            if exc is not timer:
+                raise  # another deadline, not this one
+            raise TimeoutError(f"did not finish within {seconds:g} s") from None
+        finally:
+            timer.close()
 
 
 GEVENT = _Gevent()

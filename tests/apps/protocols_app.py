@@ -45,7 +45,8 @@ def create_app() -> Flask:
         backend = OpenAIBackend(base_url=app.config["OPENAI_BASE_URL"], api_key="sk-test",
                                 model="fake-model", timeout=10.0)
     elif app.config["CHAT_BACKEND"] == "scripted":
-        backend = cast(ChatBackend, ScriptedBackend(delay=delay))
+        scripted = ScriptedBackend(delay=delay)
+        backend = cast(ChatBackend, scripted)
     else:
         backend = DemoBackend(delay=delay)
     finished: list[dict[str, Any]] = []
@@ -69,5 +70,13 @@ def create_app() -> Flask:
     @app.get("/finished")
     def finished_replies() -> dict[str, Any]:
         return {"replies": finished}
+
+    @app.post("/release")
+    def release() -> dict[str, Any]:
+        """Replies of the ``held-parts`` script go on past their hold."""
+        held = app.config["CHAT_BACKEND"] == "scripted"
+        if held:
+            scripted.release()
+        return {"released": held}
 
     return app

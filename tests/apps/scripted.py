@@ -10,12 +10,15 @@ Scripts: ``parts`` (reasoning, text, a server-side tool call and its result, a s
 a data part, more text), ``client-tool`` (text, then a call the client must run),
 ``tool-error`` (a call whose result is an error, then text), ``reasoning-only``,
 ``two-steps`` (two server-side tool steps), ``options`` (echoes the tools and tool_choice
-it was given), anything else: a short text reply.
+it was given), ``held-parts`` (``parts`` that stops after the tool call until
+:meth:`ScriptedBackend.release` is called: a test can act mid-reply without racing the
+reply's end), anything else: a short text reply.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -64,9 +67,13 @@ SCRIPTS: dict[str, list[str | Part]] = {
 }
 
 
+HOLD = "<hold>"  # in a script: wait here until released
+SCRIPTS["held-parts"] = [*SCRIPTS["parts"][:4], HOLD, *SCRIPTS["parts"][4:]]
+
+
 def script_text(name: str) -> str:
     """The text a script's reply holds (its ``str`` pieces joined)."""
-    return "".join(p for p in SCRIPTS[name] if isinstance(p, str))
+    return "".join(p for p in SCRIPTS[name] if isinstance(p, str) and p != HOLD)
 
 
 def _last(messages: list[dict[str, Any]], role: str) -> dict[str, Any] | None:
@@ -83,6 +90,11 @@ class ScriptedBackend:
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.calls: list[dict[str, Any]] = []
+        self._released = threading.Event()  # cooperative under gevent's patching
+
+    def release(self) -> None:
+        """Let every reply waiting at a hold go on (and later ones pass it)."""
+        self._released.set()
 
     def stream(
         self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
@@ -101,6 +113,9 @@ class ScriptedBackend:
             else:
                 pieces = SCRIPTS.get(name, ["Hello ", "from ", "the script."])
         for piece in pieces:
+            if piece == HOLD:
+                self._released.wait(60)
+                continue
             if self.delay:
                 time.sleep(self.delay)  # module attribute: gevent's patch applies
             yield piece

@@ -21,21 +21,27 @@ express it:
   request's history, so no message could be sent again.
 
 Errors name the UI message by its index in the list the client sent (``messages[3]``).
+
+:func:`request_tools` reads the request's own ``tools`` (assistant-ui sends its frontend
+tools that way) as the backend's function tools.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ..validation import ChatInputError, ChatLimits, check_message_list
+from .openai_shared import MAX_TOOLS, check_tools, function_tool
 
-__all__ = ["UI_ROLES", "response_message_id", "ui_messages"]
+__all__ = ["UI_ROLES", "request_tools", "response_message_id", "ui_messages"]
 
 UI_ROLES = ("system", "user", "assistant")
 _FINISHED = frozenset({"output-available", "output-error", "output-denied"})
 _DENIED = "Tool call execution denied."  # what the SDK tells the model for a denied call
 MAX_MESSAGE_ID = 200
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for function names
 
 
 def ui_messages(value: Any, limits: ChatLimits) -> list[dict[str, Any]]:
@@ -70,6 +76,39 @@ def response_message_id(value: Any, stream_id: str) -> str:
         if isinstance(message_id, str) and 0 < len(message_id) <= MAX_MESSAGE_ID:
             return message_id
     return stream_id
+
+
+def request_tools(value: Any) -> list[dict[str, Any]] | None:
+    """The request's ``tools`` as backend (Chat Completions) function tools, or None.
+
+    assistant-ui sends its frontend tools (``makeAssistantTool``, ``useAssistantTool``) as
+    an object ``{name: {description?, parameters}}``; they are client-side tools: the
+    model may call them, the reply then ends with ``tool-calls`` and the page's result
+    comes back in the next POST. A list in the Chat Completions shape is taken too. A
+    backend that does not take ``tools`` never sees them; one that does keeps its own
+    tool of a name (``OpenAIBackend``), so a client cannot replace a server-side tool.
+    Fields other than the name, description and parameters (assistant-ui's
+    ``providerOptions``) are left out."""
+    if value is None or value == {} or value == []:
+        return None
+    if isinstance(value, list):
+        return check_tools(value, flat=False)
+    if not isinstance(value, dict):
+        raise ChatInputError(400, "tools must be an object of {name: {description, "
+                                  "parameters}} (or a list of function tools)", param="tools")
+    if len(value) > MAX_TOOLS:
+        raise ChatInputError(400, f"tools holds at most {MAX_TOOLS} tools", param="tools")
+    tools = []
+    for name, spec in value.items():
+        if _TOOL_NAME.fullmatch(name) is None:  # checked first: the errors below name it
+            raise ChatInputError(400, "tools: a tool name is 1 to 64 characters of a-z, "
+                                      "A-Z, 0-9, _ and -", param="tools")
+        if not isinstance(spec, dict):
+            raise ChatInputError(400, f"tools.{name} must be an object with parameters",
+                                 param=f"tools.{name}")
+        tools.append(function_tool(name, spec.get("description"), spec.get("parameters"),
+                                   None, f"tools.{name}"))
+    return tools
 
 
 def _convert(index: int, item: Any) -> list[dict[str, Any]]:

@@ -235,9 +235,9 @@ class UIMessageFollower:
     def frame_many(self, chunk: bytes) -> bytes:
         """Every entry in ``chunk`` framed: a replay, or a batch the log handed over at
         once (entries are joined, each ending with a blank line)."""
+        if chunk.count(b"\n\n") == 1 and chunk.endswith(b"\n\n"):
+            return self.frame(chunk)  # one entry: the common case, no copy of it
         if not chunk.strip():
             return b""
-        if chunk.count(b"\n\n") <= 1:
-            return self.frame(chunk)
         return b"".join(self.frame(part + b"\n\n") for part in chunk.split(b"\n\n")
                         if part.strip())

@@ -78,7 +78,10 @@ class FramingSink:
         return self.inner.reason
 
     def offer(self, chunk: bytes) -> bool:
-        return self.inner.offer(self._framer.frame_many(chunk))
+        framed = self._framer.frame_many(chunk)
+        # an entry this protocol does not show frames to nothing, and b"" is the
+        # mailbox's END: it must never be offered
+        return self.inner.offer(framed) if framed else True
 
     def close(self, reason: CloseReason) -> None:
         self.inner.close(reason)

@@ -1,146 +1,173 @@
-"""An OpenAI-compatible Chat Completions endpoint in front of any chat backend.
+"""OpenAI-compatible endpoints in front of any chat backend: Chat Completions and the
+Responses API, over the same generations as the other protocols.
 
 Routes (relative to the blueprint's ``url_prefix``; mounted at ``/v1``,
 ``OpenAI(base_url="http://HOST/v1")`` works):
 
-* ``POST /chat/completions``: ``messages`` (text content, as a string or text parts),
-  ``stream`` and ``stream_options.include_usage``. Streamed: ``chat.completion.chunk``
-  events and ``data: [DONE]``; otherwise one ``chat.completion`` object.
+* ``POST /chat/completions`` (``openai_chat.py``): ``messages`` with the assistant's
+  ``tool_calls`` and ``tool`` messages, ``tools``, ``tool_choice``, ``stream``,
+  ``stream_options.include_usage``. Streamed: ``chat.completion.chunk`` events (text,
+  ``reasoning_content``, client-side ``tool_calls``) and ``data: [DONE]``; otherwise one
+  ``chat.completion`` object.
+* ``POST /responses`` (``openai_responses.py``, ``openai_responses_input.py``): ``input``,
+  ``instructions``, function ``tools``, ``tool_choice``, ``stream``. Streamed: the
+  Responses event stream (``response.created`` ... ``response.completed``); otherwise one
+  ``response`` object.
 * ``GET /models``: the one model.
 
-Errors are OpenAI's ``{"error": {"message", "type", "param", "code"}}``. The stream
-never carries an ``id:`` field: the official Python SDK's decoder remembers the last id
-and then turns a blank line that follows a comment into an empty event (which fails to
-parse as JSON). Heartbeat comments are never followed by a blank line either, so the
-stream stays readable whichever way a client parses it. OpenAI streams are not resumable;
-the generation behind one still runs out its grace period when the client drops, and
-counts against the caps until then.
+The request's ``tools`` and ``tool_choice`` reach a backend whose ``stream`` accepts them
+(the runner's ``options``). Errors are OpenAI's ``{"error": {"message", "type", "param",
+"code"}}``, so the SDKs raise ``BadRequestError`` (with ``param``, the field at fault),
+``AuthenticationError``, ``RateLimitError`` (the caps, with ``Retry-After``).
+
+A reply that fails is, streamed, an error event (Chat Completions) or
+``response.failed`` (Responses); not streamed, a **502** with the failure's message on
+both endpoints: the SDKs raise ``InternalServerError`` instead of handing back a partial
+reply as if it were whole (a Responses object with ``status: "failed"`` would be returned
+as a success, and ``response.output_text`` read silently), and they retry it themselves
+(a failed backend call is usually transient: an upstream hiccup, a restart).
+
+The streams never carry an ``id:`` field: the official Python SDK's decoder remembers the
+last id and then turns a blank line that follows a comment into an empty event (which
+fails to parse as JSON). Heartbeat comments are never followed by a blank line either, so
+the stream stays readable whichever way a client parses it. OpenAI streams cannot be
+resumed, so by default (``stop_on_disconnect``) a reply stops as soon as its client
+leaves, streamed or not.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from flask import Blueprint, Response, jsonify, request
 
-from ...runtime import END, Mailbox
+from ... import runtime
+from ...runtime import END, CloseReason, Mailbox, Sink
+from ...runtime.sockets import client_socket
 from ...stream.requests import reserve_stream
-from ...wire.event import to_bytes
 from ..backends import ChatBackend
 from ..entries import Entry, parse_entries
 from ..runner import OnFinish
-from ..service import ChatAuthorize, GenerationRoutes
+from ..service import Caller, ChatAuthorize, GenerationRoutes
 from ..store import Follow, FollowStatus
-from ..validation import (
-    ChatInputError,
-    ChatLimits,
-    check_message_list,
-    check_messages,
-    read_json_body,
-)
-from .framing import Framer
+from ..validation import read_json_body
+from .openai_chat import ChatChunkFramer, ChatCompletionBuilder, chat_request
+from .openai_responses import ResponseBuilder, ResponseEventFramer
+from .openai_responses_input import responses_request
 
-__all__ = ["OpenAIRoutes", "create_openai_blueprint", "openai_messages"]
+__all__ = ["OpenAIRoutes", "create_openai_blueprint", "error_body"]
 
-DONE = b"data: [DONE]\n\n"
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
     429: "rate_limit_error",
 }
+ERROR_CODES = {429: "rate_limit_exceeded", 502: "server_error", 503: "server_error"}
+WHOLE_QUEUE = 1 << 20  # chunks: see OpenAIRoutes._whole
+WAIT = 1.0  # seconds between checks that a non-streamed request's client is still there
 
 
-def _data(value: dict[str, Any]) -> bytes:
-    """``data: <compact JSON>`` and the blank line (JSON escapes every line break, so it
-    is one line; a lone surrogate from an upstream becomes U+FFFD, as in every event)."""
-    return to_bytes(value)
-
-
-def _usage(data: dict[str, Any]) -> dict[str, int]:
-    usage = data.get("usage") or {}
-    return {key: int(usage.get(key) or 0)
-            for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
-
-
-def _error_body(message: str, status: int) -> dict[str, Any]:
+def error_body(message: str, status: int, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object for ``status``: ``type`` as OpenAI names its errors
+    (``invalid_request_error`` for a 4xx it has no other name for, ``server_error`` for a
+    5xx), ``param`` the request field at fault."""
     kind = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": param,
+                      "code": ERROR_CODES.get(status)}}
 
 
-def _failure(data: dict[str, Any]) -> str | None:
-    """The error message of a close entry that is not a normal end (None if it is)."""
-    reason = data.get("finish_reason")
-    if reason == "error":
-        return str(data.get("error") or "the reply failed")
-    if reason == "cancelled":
-        return "the reply was cancelled"
-    return None
+class EntryFramer(Protocol):
+    """A per-request framer of ``openai_chat`` / ``openai_responses``."""
+
+    def frame(self, entry: Entry) -> bytes: ...
 
 
-class CompletionChunkFramer(Framer):
-    """Log entries as ``chat.completion.chunk`` events for one request (its id, creation
-    time and ``include_usage`` are in every frame)."""
+class Builder(Protocol):
+    """A non-streamed answer gathered from the entries (``ChatCompletionBuilder``,
+    ``ResponseBuilder``)."""
 
-    def __init__(self, completion_id: str, model: str, include_usage: bool) -> None:
-        super().__init__()
-        self.base: dict[str, Any] = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "system_fingerprint": None,
-        }
-        self.include_usage = include_usage
+    @property
+    def done(self) -> bool: ...
 
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        value = {**self.base, "choices": [choice]}
-        if self.include_usage:
-            value["usage"] = None
-        return _data(value)
+    @property
+    def failure(self) -> str | None: ...
 
-    def opening(self, stream_id: str) -> bytes:
-        return self._chunk({"role": "assistant", "content": ""})
-
-    def frame_entry(self, entry: Entry) -> bytes:
-        if not entry.close:
-            return self._chunk({"content": entry.content})
-        failure = _failure(entry.data)
-        if failure is not None:
-            return _data(_error_body(failure, 500)) + DONE
-        out = self._chunk({}, str(entry.data.get("finish_reason") or "stop"))
-        if self.include_usage:
-            out += _data({**self.base, "choices": [], "usage": _usage(entry.data)})
-        return out + DONE
+    def add(self, entry: Entry) -> None: ...
 
 
-def openai_messages(value: Any, limits: ChatLimits) -> list[dict[str, str]]:
-    """Chat Completions messages as the backend's ``{role, content}``: ``developer`` is
-    a ``system`` message, content parts are joined by their text, and messages without
-    text (tool calls, tool results) are left out."""
-    check_message_list(value, limits)
-    messages: list[dict[str, Any]] = []
-    for index, item in enumerate(value):
-        if not isinstance(item, dict) or not isinstance(item.get("role"), str):
-            raise ChatInputError(400, f"messages[{index}] must be an object with a role")
-        content = item.get("content")
-        if isinstance(content, list):
-            content = "".join(
-                str(part.get("text") or "") for part in content
-                if isinstance(part, dict) and part.get("type") == "text"
-            )
-        if item["role"] in ("tool", "function") or content is None:
-            continue
-        if not isinstance(content, str):
-            raise ChatInputError(400, f"messages[{index}].content must be text")
-        role = ROLES.get(item["role"])
-        if role is None:
-            raise ChatInputError(400, f"messages[{index}].role {item['role']!r} is not known")
-        messages.append({"role": role, "content": content})
-    return check_messages(messages, limits)
+class OrderedFramingSink:
+    """What the log hands to one OpenAI follower, framed by its request's stateful
+    framer, into the response's mailbox.
+
+    The framer sees every entry exactly once and in seq order, even where the log's
+    hand-over of a live entry (the generation's thread) overtakes the framing of the
+    prelude (the request's thread): an entry that comes early waits for the ones before
+    it. Entries that frame to nothing (a held tool call, a data part) are not passed on:
+    an empty chunk in a mailbox is its ``END``.
+    """
+
+    __slots__ = ("_early", "_framer", "_lock", "_next", "inner")
+
+    def __init__(self, inner: Sink, framer: EntryFramer) -> None:
+        self.inner = inner
+        self._framer = framer
+        self._next = 1
+        self._early: dict[int, Entry] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def reason(self) -> CloseReason | None:
+        return self.inner.reason
+
+    def frame(self, chunk: bytes) -> bytes:
+        """The frames of the entries in ``chunk`` (a prelude or a hand-over) and of any
+        that waited for them."""
+        out: list[bytes] = []
+        with self._lock:
+            for entry in parse_entries(chunk):
+                if entry.seq >= self._next:  # an entry seen before is skipped
+                    self._early[entry.seq] = entry
+            while self._next in self._early:
+                out.append(self._framer.frame(self._early.pop(self._next)))
+                self._next += 1
+        return b"".join(out)
+
+    def offer(self, chunk: bytes) -> bool:
+        framed = self.frame(chunk)
+        return self.inner.offer(framed) if framed else True
+
+    def close(self, reason: CloseReason) -> None:
+        self.inner.close(reason)
+
+
+class ClientWatch:
+    """Closes ``mailbox`` (``DISCONNECTED``) when the client of this request leaves while
+    it waits for a whole reply: watched by the event loop under gevent, polled at each
+    :meth:`gone` with threads."""
+
+    def __init__(self, mailbox: Mailbox) -> None:
+        self._mailbox = mailbox
+        self._sock = client_socket(request.environ)
+        self._runtime = runtime.current()
+        self._cancel: Callable[[], None] | None = None
+        if self._sock is not None:
+            self._cancel = self._runtime.watch_eof(
+                self._sock, lambda: mailbox.close(CloseReason.DISCONNECTED), lambda: None)
+
+    def gone(self) -> bool:
+        if self._mailbox.reason is CloseReason.DISCONNECTED:
+            return True
+        if self._cancel is None and self._sock is not None:
+            return self._runtime.peer_closed(self._sock) is True
+        return False
+
+    def stop(self) -> None:
+        if self._cancel is not None:
+            self._cancel()
+            self._cancel = None
 
 
 class OpenAIRoutes(GenerationRoutes):
@@ -150,90 +177,118 @@ class OpenAIRoutes(GenerationRoutes):
 
     def add_routes(self, bp: Blueprint) -> None:
         bp.add_url_rule("/chat/completions", "completions", self.completions, methods=["POST"])
+        bp.add_url_rule("/responses", "responses", self.responses, methods=["POST"])
         bp.add_url_rule("/models", "models", self.models, methods=["GET"])
 
     def error(self, status: int, message: str, *, param: str | None = None) -> Response:
-        response = jsonify(_error_body(message, status))
+        response = jsonify(error_body(message, status, param))
         response.status_code = status
         return response
 
     def models(self) -> Response:
         self.caller()
-        return jsonify(object="list", data=[self._model_card()])
-
-    def _model_card(self) -> dict[str, Any]:
-        return {"id": self.model, "object": "model", "created": 0, "owned_by": "flask-sse-stream"}
+        return jsonify(object="list", data=[{"id": self.model, "object": "model",
+                                             "created": 0, "owned_by": "flask-sse-stream"}])
 
     def completions(self) -> Response:
-        """One reply, streamed as chunks or answered as one ``chat.completion``."""
+        """One reply, streamed as ``chat.completion.chunk`` events or answered as one
+        ``chat.completion``."""
         caller = self.caller()
-        body = read_json_body(request, self.state().limits)
-        messages = openai_messages(body.get("messages"), self.state().limits)
-        stream = body.get("stream", False)
-        options = body.get("stream_options") or {}
-        if not isinstance(stream, bool) or not isinstance(options, dict):
-            raise ChatInputError(400, "stream must be a boolean, stream_options an object")
-        if "model" in body and not isinstance(body["model"], str):
-            raise ChatInputError(400, "model must be a string")
-        if stream:
-            refusal = reserve_stream()
-            if refusal is not None:
-                return refusal
-        stream_id = self.start(messages, caller)
+        parsed = chat_request(read_json_body(request, self.state().limits),
+                              self.state().limits)
+        refusal = self._reserve() if parsed.stream else None
+        if refusal is not None:
+            return refusal
+        stream_id = self.start(parsed.messages, caller, options={
+            "tools": parsed.tools, "tool_choice": parsed.tool_choice})
         completion_id = f"chatcmpl-{stream_id}"
-        if not stream:
-            return self._complete(completion_id, *self.follow(stream_id, 0, caller))
-        framer = CompletionChunkFramer(
-            completion_id, self.model, bool(options.get("include_usage"))
-        )
-        follow, mailbox = self.follow(stream_id, 0, caller, framer)
-        return self.respond(follow, mailbox, opening=framer.opening(stream_id))
+        if parsed.stream:
+            framer = ChatChunkFramer(completion_id, self.model,
+                                     include_usage=parsed.include_usage)
+            return self._stream(stream_id, caller, framer, framer.opening())
+        builder = ChatCompletionBuilder(completion_id, self.model)
+        return self._whole(stream_id, caller, builder, builder.completion)
 
-    def _complete(self, completion_id: str, follow: Follow, mailbox: Mailbox) -> Response:
-        """Wait for the whole reply and answer it as one ``chat.completion``."""
-        created = int(time.time())
-        text: list[str] = []
-        close: dict[str, Any] | None = None
-        pending = parse_entries(follow.prelude) if follow.status is FollowStatus.LIVE else []
-        try:
-            while True:
-                for entry in pending:
-                    if entry.close:
-                        close = entry.data
-                        break
-                    text.append(entry.content)
-                if close is not None or follow.status is not FollowStatus.LIVE:
-                    break
-                chunks = mailbox.take(5.0)
-                if chunks is None:
-                    continue
-                ended = chunks[-1] is END
-                pending = parse_entries(b"".join(chunks))
-                if ended and not any(entry.close for entry in pending):
-                    for entry in pending:
-                        text.append(entry.content)
-                    break
-        finally:
-            follow.stop()
-        if close is None:
+    def responses(self) -> Response:
+        """One reply as a Responses API ``response``: streamed as its event stream, or
+        answered as one object."""
+        caller = self.caller()
+        parsed = responses_request(read_json_body(request, self.state().limits),
+                                   self.state().limits)
+        refusal = self._reserve() if parsed.stream else None
+        if refusal is not None:
+            return refusal
+        stream_id = self.start(parsed.messages, caller, options={
+            "tools": parsed.tools, "tool_choice": parsed.tool_choice})
+        response_id = f"resp_{stream_id}"
+        if parsed.stream:
+            framer = ResponseEventFramer(response_id, self.model, echo=parsed.echo)
+            return self._stream(stream_id, caller, framer, framer.opening())
+        builder = ResponseBuilder(response_id, self.model, echo=parsed.echo)
+        return self._whole(stream_id, caller, builder, builder.response)
+
+    # -- the two ways to answer ---------------------------------------------------------
+
+    def _reserve(self) -> Response | None:
+        """A place under ``SSE_MAX_STREAMS`` for a stream, or the refusal (a 503 in
+        OpenAI's shape with the ``Retry-After`` the stream layer chose)."""
+        refusal = reserve_stream()
+        if refusal is None:
+            return None
+        response = self.error(503, "too many open streams on this server, retry later")
+        response.headers["Retry-After"] = refusal.headers.get("Retry-After", "2")
+        return response
+
+    def _stream(self, stream_id: str, caller: Caller, framer: EntryFramer,
+                opening: bytes) -> Response:
+        """The reply as ``framer`` frames it. ``opening`` was made before any entry is
+        framed (a Responses stream numbers its events from the opening on)."""
+        mailbox = runtime.current().new_mailbox(self.state().queue_size)
+        sink = OrderedFramingSink(mailbox, framer)
+        follow = self.generations.follow(stream_id, 0, sink, caller.user)
+        follow.prelude = sink.frame(follow.prelude) if follow.prelude else b""
+        if follow.status is not FollowStatus.LIVE:  # pragma: no cover - it just started
+            return self.error(502, "the reply was lost")
+        return self.respond(follow, mailbox, opening=opening)
+
+    def _whole(self, stream_id: str, caller: Caller, builder: Builder,
+               answer: Callable[[], dict[str, Any]]) -> Response:
+        """Wait for the whole reply, then ``answer()`` it as one JSON object; a failed
+        reply is a 502 with its message (see the module docstring)."""
+        # No bound that matters: the builder holds the whole reply anyway, and a bound
+        # would cut this follower off (OVERFLOW) in a burst it has no way to resume.
+        mailbox = runtime.current().new_mailbox(WHOLE_QUEUE)
+        follow = self.generations.follow(stream_id, 0, mailbox, caller.user)
+        if not _gather(follow, mailbox, builder) or not builder.done:
             return self.error(502, "the reply was interrupted")
-        failure = _failure(close)
-        if failure is not None:
-            return self.error(502, failure)
-        return jsonify(
-            id=completion_id,
-            object="chat.completion",
-            created=created,
-            model=self.model,
-            system_fingerprint=None,
-            choices=[{
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(text), "refusal": None},
-                "logprobs": None,
-                "finish_reason": str(close.get("finish_reason") or "stop"),
-            }],
-            usage=_usage(close),
-        )
+        if builder.failure is not None:
+            return self.error(502, builder.failure)
+        return jsonify(answer())
+
+
+def _gather(follow: Follow, mailbox: Mailbox, builder: Builder) -> bool:
+    """Feed ``builder`` the reply's entries until its close entry; False if the client
+    left first (its reply is then stopped, with ``stop_on_disconnect``)."""
+    if follow.status is not FollowStatus.LIVE:
+        return False
+    watch = ClientWatch(mailbox)
+    try:
+        for entry in parse_entries(follow.prelude):
+            builder.add(entry)
+        while not builder.done:
+            chunks = mailbox.take(WAIT)
+            if watch.gone():
+                return False
+            if chunks is None:
+                continue
+            for entry in parse_entries(b"".join(chunks)):
+                builder.add(entry)
+            if END in chunks:
+                break
+    finally:
+        watch.stop()
+        follow.stop()
+    return True
 
 
 def create_openai_blueprint(
@@ -246,11 +301,12 @@ def create_openai_blueprint(
     on_finish: OnFinish | None = None,
     import_name: str = __name__,
 ) -> Blueprint:
-    """A blueprint answering OpenAI Chat Completions requests (``/chat/completions``,
-    ``/models``) with ``backend``'s replies, under the name ``model``; the same
-    generations, ``authorize``, caps and ``on_finish`` as :func:`create_chat_blueprint`.
-    An OpenAI stream cannot be resumed, so by default a reply stops as soon as its
-    client leaves (``stop_on_disconnect=False`` lets it run out the grace period)."""
+    """A blueprint answering OpenAI Chat Completions (``/chat/completions``) and
+    Responses (``/responses``) requests and listing ``/models``, with ``backend``'s
+    replies under the name ``model``; the same generations, ``authorize``, caps and
+    ``on_finish`` as :func:`create_chat_blueprint`. An OpenAI reply cannot be resumed, so
+    by default it stops as soon as its client leaves (``stop_on_disconnect=False`` lets
+    it run out the grace period)."""
     routes = OpenAIRoutes(
         backend, model=model, name=name, authorize=authorize, import_name=import_name,
         stop_on_disconnect=stop_on_disconnect, on_finish=on_finish,

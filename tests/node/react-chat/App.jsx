@@ -1,7 +1,8 @@
 // A useChat page for the browser tests: the AI SDK's own React hook and transport
 // against /api/chat (the example app's AI SDK mount), rendering every part a reply with
-// parts carries. A client-side tool `getLocation` answers from the page (addToolOutput)
-// and the chat posts the output back on its own. Query parameters: ?chat=<id> names the
+// parts carries. A client-side tool `getLocation` (or `get_location`, the scripted
+// backend's name for it) answers from the page (addToolOutput) and the chat posts the
+// output back on its own. Query parameters: ?chat=<id> names the
 // chat (so a reload can resume it), ?resume=1 resumes its active reply on load.
 // Built by `node build.mjs` into bundle.js; served by index.html.
 import { useChat } from "@ai-sdk/react";
@@ -15,6 +16,7 @@ import { useState } from "react";
 
 const params = new URLSearchParams(window.location.search);
 export const LOCATION = { city: "Paris", lat: 48.86, lon: 2.35 };
+const CLIENT_TOOLS = { getLocation: LOCATION, get_location: LOCATION };
 
 const json = (value) => (value === undefined ? "" : JSON.stringify(value));
 
@@ -60,9 +62,10 @@ export function App() {
     transport: new DefaultChatTransport({ api: "/api/chat" }),
     sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
     onToolCall: ({ toolCall }) => {
-      if (toolCall.toolName === "getLocation") {
+      const output = CLIENT_TOOLS[toolCall.toolName];
+      if (output !== undefined) {
         // not awaited: awaiting inside onToolCall deadlocks (the SDK's docs)
-        addToolOutput({ tool: "getLocation", toolCallId: toolCall.toolCallId, output: LOCATION });
+        addToolOutput({ tool: toolCall.toolName, toolCallId: toolCall.toolCallId, output });
       }
     },
   });

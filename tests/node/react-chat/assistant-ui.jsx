@@ -1,8 +1,10 @@
 // An assistant-ui page for the browser tests: its AI SDK runtime (useChatRuntime, over
 // @ai-sdk/react's useChat, with AssistantChatTransport) against /api/chat, rendering
 // reasoning, tool calls (name, arguments, result) and text with assistant-ui's own
-// message primitives. Built by `node build.mjs --page assistant-ui`; served by
-// assistant-ui.html.
+// message primitives. ?resumable=1 turns on assistant-ui's own resume: the transport
+// keeps the x-resumable-stream-id of a running reply in sessionStorage and a reload
+// resumes it from /api/chat/<that id>/stream. Built by `node build.mjs --page
+// assistant-ui`; served by assistant-ui.html.
 import {
   AssistantRuntimeProvider,
   ComposerPrimitive,
@@ -10,7 +12,16 @@ import {
   ThreadPrimitive,
   useAuiState,
 } from "@assistant-ui/react";
-import { AssistantChatTransport, useChatRuntime } from "@assistant-ui/react-ai-sdk";
+import {
+  AssistantChatTransport,
+  createResumableSessionStorage,
+  useChatRuntime,
+} from "@assistant-ui/react-ai-sdk";
+
+const resumable = new URLSearchParams(window.location.search).has("resumable")
+  ? { storage: createResumableSessionStorage(), resumeApi: (id) => `/api/chat/${id}/stream` }
+  : undefined;
+const transport = new AssistantChatTransport({ api: "/api/chat", resumable });
 
 const json = (value) => (value === undefined ? "" : JSON.stringify(value));
 
@@ -40,9 +51,7 @@ function Status() {
 }
 
 export function App() {
-  const runtime = useChatRuntime({
-    transport: new AssistantChatTransport({ api: "/api/chat" }),
-  });
+  const runtime = useChatRuntime({ transport });
   return (
     <AssistantRuntimeProvider runtime={runtime}>
       <ThreadPrimitive.Root>
