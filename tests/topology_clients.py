@@ -113,6 +113,8 @@ class ResumingStream:
     def _take(self, events: list[ParsedEvent]) -> None:
         with self._changed:
             for event in events:
+                if event.type not in ("message", "reset"):
+                    continue  # e.g. the example app's ``event: presence``
                 channel = channel_of(event, self.channels)
                 if event.type == "reset":
                     self.items.append(Item("reset", channel))
