@@ -163,6 +163,10 @@ def test_a_lossy_failover_gives_a_reset_to_clients_holding_a_lost_id(deployment)
         multi.close()
 
 
+def seq_of(event: ParsedEvent) -> int:
+    return int(event.last_event_id.rsplit(":", 1)[1])
+
+
 def read_events(resp: RawResponse, body: bytes, count: int) -> tuple[list[ParsedEvent], bytes]:
     """Read until ``count`` events (or the end); the events and the bytes so far."""
     while len(parse(body).events) < count:
@@ -192,10 +196,17 @@ def test_a_lossy_failover_ends_a_followed_chat_reply_with_an_error(deployment) -
 
         def write() -> None:  # entries the follower reads, that the failover loses
             nonlocal seen, body
-            seen, body = read_events(follower, body, len(seen) + 3)
+            # the replica is frozen now: what the primary has from here on is lost
+            primary = setup.primary().client()
+            key = next(iter(primary.scan_iter(match=f"*{stream_id}")))
+            frozen_at = int(primary.xrevrange(key, count=1)[0][1]["q"])
+            while seq_of(seen[-1]) <= frozen_at + 1:
+                count = len(seen)
+                seen, body = read_events(follower, body, count + 1)
+                assert len(seen) > count, "the reply ended before the failover"
 
         new_primary, _ = setup.lossy_failover(write)
-        held = int(seen[-1].last_event_id.rsplit(":", 1)[1])
+        held = seq_of(seen[-1])
         stored = {int(fields["q"]) for _id, fields in new_primary.client().xrange(
             next(iter(new_primary.client().scan_iter(match=f"*{stream_id}")))) or []}
         assert held not in stored, "the failover did not lose the follower's position"
