@@ -55,13 +55,7 @@ class BlockingReader(Reader):
         self._roles = owner.topology.kind == "sentinel"  # check ROLE with every read
 
     def _started(self, feed: Feed) -> None:
-        with self.lock:
-            start = not self.running and not self._stopped
-            if start:
-                self.running = True
-        if start:
-            self._spawn(self._run)
-        else:
+        if not self._start_loop(self._run):
             self._wake()
 
     def _shutdown(self) -> None:

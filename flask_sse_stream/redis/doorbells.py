@@ -83,7 +83,7 @@ class DoorbellReader(Reader):
                 failed = exc
         else:
             raise BrokerError("redis unavailable: no doorbell connection")
-        self._ensure_running()
+        self._start_loop(self._run)
         if not feed.confirmed.wait(self.log.timeout):
             raise BrokerError("redis unavailable: the doorbell subscription was not confirmed")
 
@@ -108,13 +108,6 @@ class DoorbellReader(Reader):
         if ring and bells is not None:
             bells.ring()
 
-    def _ensure_running(self) -> None:
-        with self.lock:
-            start = not self.running and not self._stopped
-            if start:
-                self.running = True
-        if start:
-            self._spawn(self._run)
 
     def _shutdown(self) -> None:
         with self.lock:

@@ -381,6 +381,17 @@ class Reader:
 
     # -- shared by the loops -------------------------------------------------------------
 
+    def _start_loop(self, run: Callable[[], None]) -> bool:
+        """Start the read loop ``run`` unless it runs already (or the reader stopped);
+        True if it was started now."""
+        with self.lock:
+            start = not self.running and not self._stopped
+            if start:
+                self.running = True
+        if start:
+            self._spawn(run)
+        return start
+
     @staticmethod
     def _spawn(target: Callable[[], None]) -> None:
         runtime.current().spawn(target, contextvars.Context())

@@ -53,9 +53,9 @@ from ..runner import OnFinish
 from ..service import Caller, ChatAuthorize, GenerationRoutes
 from ..store import Follow, FollowStatus
 from ..validation import read_json_body
-from .openai_chat import ChatChunkFramer, ChatCompletionBuilder, chat_request
+from .openai_chat import ChatChunkFramer, ChatCompletionBuilder, ChatRequest, chat_request
 from .openai_responses import ResponseBuilder, ResponseEventFramer
-from .openai_responses_input import responses_request
+from .openai_responses_input import ResponsesRequest, responses_request
 
 __all__ = ["OpenAIRoutes", "create_openai_blueprint", "error_body"]
 
@@ -81,6 +81,8 @@ def error_body(message: str, status: int, param: str | None = None) -> dict[str,
 
 class EntryFramer(Protocol):
     """A per-request framer of ``openai_chat`` / ``openai_responses``."""
+
+    def opening(self) -> bytes: ...
 
     def frame(self, entry: Entry) -> bytes: ...
 
@@ -196,18 +198,13 @@ class OpenAIRoutes(GenerationRoutes):
         caller = self.caller()
         parsed = chat_request(read_json_body(request, self.state().limits),
                               self.state().limits)
-        refusal = self._reserve() if parsed.stream else None
-        if refusal is not None:
-            return refusal
-        stream_id = self.start(parsed.messages, caller, options={
-            "tools": parsed.tools, "tool_choice": parsed.tool_choice})
-        completion_id = f"chatcmpl-{stream_id}"
-        if parsed.stream:
-            framer = ChatChunkFramer(completion_id, self.model,
-                                     include_usage=parsed.include_usage)
-            return self._stream(stream_id, caller, framer, framer.opening())
-        builder = ChatCompletionBuilder(completion_id, self.model)
-        return self._whole(stream_id, caller, builder, builder.completion)
+
+        def whole(reply_id: str) -> tuple[Builder, Callable[[], dict[str, Any]]]:
+            builder = ChatCompletionBuilder(reply_id, self.model)
+            return builder, builder.completion
+
+        return self._answer(caller, parsed, "chatcmpl-", lambda reply_id: ChatChunkFramer(
+            reply_id, self.model, include_usage=parsed.include_usage), whole)
 
     def responses(self) -> Response:
         """One reply as a Responses API ``response``: streamed as its event stream, or
@@ -215,19 +212,32 @@ class OpenAIRoutes(GenerationRoutes):
         caller = self.caller()
         parsed = responses_request(read_json_body(request, self.state().limits),
                                    self.state().limits)
+
+        def whole(reply_id: str) -> tuple[Builder, Callable[[], dict[str, Any]]]:
+            builder = ResponseBuilder(reply_id, self.model, echo=parsed.echo)
+            return builder, builder.response
+
+        return self._answer(caller, parsed, "resp_", lambda reply_id: ResponseEventFramer(
+            reply_id, self.model, echo=parsed.echo), whole)
+
+    def _answer(
+        self, caller: Caller, parsed: ChatRequest | ResponsesRequest, id_prefix: str,
+        framer: Callable[[str], EntryFramer],
+        builder: Callable[[str], tuple[Builder, Callable[[], dict[str, Any]]]],
+    ) -> Response:
+        """Start the reply (its tools passed on) and stream it through ``framer``, or
+        wait for it whole and answer what ``builder`` built."""
         refusal = self._reserve() if parsed.stream else None
         if refusal is not None:
             return refusal
         stream_id = self.start(parsed.messages, caller, options={
             "tools": parsed.tools, "tool_choice": parsed.tool_choice})
-        response_id = f"resp_{stream_id}"
+        reply_id = id_prefix + stream_id
         if parsed.stream:
-            framer = ResponseEventFramer(response_id, self.model, echo=parsed.echo)
-            return self._stream(stream_id, caller, framer, framer.opening())
-        builder = ResponseBuilder(response_id, self.model, echo=parsed.echo)
-        return self._whole(stream_id, caller, builder, builder.response)
-
-    # -- the two ways to answer ---------------------------------------------------------
+            stream_framer = framer(reply_id)
+            return self._stream(stream_id, caller, stream_framer, stream_framer.opening())
+        whole, answer = builder(reply_id)
+        return self._whole(stream_id, caller, whole, answer)
 
     def _reserve(self) -> Response | None:
         """A place under ``SSE_MAX_STREAMS`` for a stream, or the refusal (a 503 in
